@@ -1,0 +1,94 @@
+"""One error shape for every failure: `{"error": {"type", "message", "request_id"}}`."""
+
+import openai
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """A failure with a status and an error type that a client can act on."""
+
+    def __init__(
+        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.headers = headers or {}
+
+
+def current_request_id() -> str:
+    return structlog.contextvars.get_contextvars().get("request_id", "")
+
+
+def error_response(
+    status: int, type: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    structlog.contextvars.bind_contextvars(error_type=type)
+    body = {"error": {"type": type, "message": message, "request_id": current_request_id()}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def upstream_error(error: openai.OpenAIError) -> ApiError:
+    """Map what the openai SDK raises once its retries are spent to an honest status."""
+    if isinstance(error, openai.APITimeoutError):
+        return ApiError(504, "upstream_timeout", "The model server did not answer in time.")
+    if isinstance(error, openai.APIConnectionError):
+        return ApiError(502, "upstream_unreachable", "The model server could not be reached.")
+    if isinstance(error, openai.RateLimitError):
+        retry_after = error.response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return ApiError(429, "upstream_rate_limited", "The model server is rate limiting.", headers)
+    if isinstance(
+        error, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError
+    ):
+        log.error(
+            "model server refused the service's configuration: check MODEL_API_KEY, "
+            "MODEL_BASE_URL and MODEL_NAME",
+            upstream_status=error.status_code,
+        )
+        return ApiError(500, "upstream_misconfigured", "The service is misconfigured.")
+    if isinstance(error, openai.APIStatusError):
+        return ApiError(
+            502, "upstream_error", f"The model server answered with status {error.status_code}."
+        )
+    return ApiError(
+        502, "upstream_error", "The model server gave an answer the service cannot use."
+    )
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    problems = []
+    for detail in error.errors():
+        if detail["type"] == "json_invalid":
+            problems.append(f"body: not valid JSON ({detail['ctx']['error']})")
+            continue
+        location = ".".join(str(part) for part in detail["loc"] if part != "body")
+        problems.append(f"{location or 'body'}: {detail['msg']}")
+    return "; ".join(problems)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error_response(error.status, error.type, error.message, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(error))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
+        types = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(
+            error.status_code,
+            types.get(error.status_code, "http_error"),
+            str(error.detail),
+            error.headers,
+        )

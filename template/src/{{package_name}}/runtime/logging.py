@@ -1,0 +1,57 @@
+"""structlog set up once per process: every line, ours or a library's, is one event.
+
+The service's own loggers and the standard-library loggers (uvicorn, httpx,
+AutoGen) share one handler, so production gets one JSON object per line.
+"""
+
+import logging
+import sys
+
+import structlog
+
+from .settings import RuntimeSettings
+
+# AutoGen's event logger carries whole prompts and model replies: personal data.
+_CONTENT_LOGGERS = ("autogen_core.events", "autogen_agentchat.events")
+_HANDLER_NAME = "service"
+
+
+def configure_logging(settings: RuntimeSettings) -> None:
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if settings.log_format == "json":
+        renderer: structlog.types.Processor = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.dict_tracebacks)
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    # Replace only our own handler: others (pytest's log capture, say) stay attached.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
+    root.setLevel(settings.log_level)
+    for name in _CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # uvicorn's own access line would duplicate ours, and httpx logs every upstream call at INFO.
+    for name in ("uvicorn.access", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,39 @@
+"""HTTP routes: health, readiness and chat."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from .errors import ApiError, current_request_id
+from .schemas import ChatRequest, ChatResponse, ErrorBody
+from .service import ChatService
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (422, 429, 500, 502, 503, 504)
+}
+
+
+def chat_service(request: Request) -> ChatService:
+    service: ChatService | None = getattr(request.app.state, "chat", None)
+    if service is None:
+        raise ApiError(503, "not_ready", "The service is still starting.", {"Retry-After": "1"})
+    return service
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the model client is up and requests can be served")
+async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, str]:
+    return {"status": "ready"}
+
+
+@router.post("/v1/chat", summary="Answer the newest user turn", responses=_ERRORS)
+async def chat(
+    body: ChatRequest, service: Annotated[ChatService, Depends(chat_service)]
+) -> ChatResponse:
+    return await service.answer(body, current_request_id())

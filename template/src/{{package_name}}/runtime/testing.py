@@ -1,0 +1,64 @@
+"""Helpers for testing the service: run it in-process, or serve an app over real HTTP."""
+
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import httpx
+import uvicorn
+
+from .app import create_app
+from .service import AgentSpec
+from .settings import RuntimeSettings
+
+
+@asynccontextmanager
+async def serve(settings: RuntimeSettings, agent: AgentSpec) -> AsyncIterator[httpx.AsyncClient]:
+    """The service, started and stopped through its lifespan, behind an in-process client."""
+    app = create_app(settings, agent)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+def chat_body(*contents: str) -> dict[str, Any]:
+    """A conversation of alternating user and assistant turns that ends with a user turn."""
+    count = len(contents)
+    return {
+        "messages": [
+            {"role": "user" if (count - index) % 2 else "assistant", "content": text}
+            for index, text in enumerate(contents)
+        ]
+    }
+
+
+class ThreadedServer:
+    """An ASGI app served over real HTTP on 127.0.0.1, on a free port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()

@@ -1,0 +1,191 @@
+"""JSON-safe tools: whatever a tool returns or raises, the model receives JSON text.
+
+Declare a tool with `@tool` on a plain function (sync or async). Its type hints
+are the argument schema the model sees and the validation its arguments get.
+"""
+
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import inspect
+import json
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any, overload
+
+import pydantic
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class ToolError(Exception):
+    """An expected failure the model should hear about, logged without a stack trace.
+
+    Raise it for domain errors such as "no customer with that id": the model gets
+    `{"error": {"type": type, "message": message, "retryable": retryable}}`.
+    """
+
+    def __init__(self, message: str, *, type: str = "tool_error", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.type = type
+        self.retryable = retryable
+
+
+class UnserializableResultError(TypeError):
+    """A tool returned a value that has no JSON form."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceTool:
+    """A tool the agent can call; build it with `@tool`, once, at import time."""
+
+    name: str
+    description: str
+    function: Callable[..., Any]
+    _validated: Callable[..., Any] = dataclasses.field(repr=False)
+
+    async def invoke(self, arguments: Mapping[str, Any], *, max_chars: int) -> str:
+        """Run the tool and return JSON text: its result, or a structured error. Never raises."""
+        try:
+            result = self._validated(**arguments)
+            if inspect.isawaitable(result):
+                result = await result
+            return limit_size(to_json_text(result), max_chars)
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                for e in error.errors(include_url=False)
+            )
+            log.warning("tool arguments rejected", tool=self.name, problems=problems)
+            return tool_error_json("invalid_arguments", problems, retryable=True)
+        except ToolError as error:
+            log.info("tool reported an error", tool=self.name, error_type=error.type)
+            return tool_error_json(error.type, str(error), retryable=error.retryable)
+        except UnserializableResultError as error:
+            log.error("tool result is not JSON-safe", tool=self.name, problem=str(error))
+            return tool_error_json("unserializable_result", str(error), retryable=False)
+        except Exception as error:
+            log.exception("tool raised", tool=self.name)
+            message = f"The tool failed with {type(error).__name__}."
+            return tool_error_json("tool_failed", message, retryable=False)
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> ServiceTool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], ServiceTool]: ...
+def tool(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> ServiceTool | Callable[[Callable[..., Any]], ServiceTool]:
+    """Make a function a tool. The docstring is the description the model reads."""
+
+    def build(function: Callable[..., Any]) -> ServiceTool:
+        text = description or inspect.getdoc(function)
+        if not text:
+            raise ValueError(f"tool {function.__name__!r} needs a docstring or a description")
+        return ServiceTool(
+            name=name or function.__name__,
+            description=text,
+            function=function,
+            _validated=_validating(function),
+        )
+
+    return build if function is None else build(function)
+
+
+def _validating(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Validate arguments against the type hints; run sync functions off the event loop."""
+    checked = pydantic.validate_call(function)
+    if inspect.iscoroutinefunction(function):
+        return checked
+
+    def in_thread(**arguments: Any) -> Awaitable[Any]:
+        return asyncio.to_thread(checked, **arguments)
+
+    return in_thread
+
+
+def tool_error_json(type: str, message: str, *, retryable: bool) -> str:
+    return _dump({"error": {"type": type, "message": message, "retryable": retryable}})
+
+
+def limit_size(text: str, max_chars: int) -> str:
+    """Cut an oversized result, keeping the answer valid JSON and saying that it was cut."""
+    if len(text) <= max_chars:
+        return text
+    envelope = {"truncated": True, "original_chars": len(text), "partial_result": ""}
+    room = max_chars - len(_dump(envelope))
+    return _dump({**envelope, "partial_result": text[: max(room, 0)]})
+
+
+def to_json_text(value: Any) -> str:
+    """Canonical JSON text for a tool result (sorted keys, no spaces, UTF-8 kept)."""
+    return _dump(to_json_safe(value))
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def to_json_safe(value: Any, path: str = "$", _seen: frozenset[int] = frozenset()) -> Any:
+    """Convert a value to plain JSON types, deterministically; raise if it has no JSON form."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnserializableResultError(f"{path} is {value}, which JSON cannot represent")
+        return value
+    if isinstance(value, enum.Enum):
+        return to_json_safe(value.value, path, _seen)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise UnserializableResultError(
+                f"{path} is Decimal {value}, which JSON cannot represent"
+            )
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if id(value) in _seen:
+        raise UnserializableResultError(f"{path} refers back to itself")
+    seen = _seen | {id(value)}
+    if isinstance(value, pydantic.BaseModel):
+        return to_json_safe(value.model_dump(), path, seen)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return to_json_safe(fields, path, seen)
+    if isinstance(value, Mapping):
+        return {
+            _key(key, path): to_json_safe(item, f"{path}.{key}", seen)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [to_json_safe(item, f"{path}[{i}]", seen) for i, item in enumerate(value)]
+    if isinstance(value, set | frozenset):
+        items = [to_json_safe(item, f"{path}[]", seen) for item in value]
+        return sorted(items, key=_dump)
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise UnserializableResultError(f"{path} is of type {kind}, which has no JSON form")
+
+
+def _key(key: Any, path: str) -> str:
+    safe = to_json_safe(key, f"{path}.<key>")
+    if isinstance(safe, dict | list):
+        raise UnserializableResultError(f"{path} has a key of type {type(key).__qualname__}")
+    return safe if isinstance(safe, str) else _dump(safe)
