@@ -1,0 +1,48 @@
+"""Every question's validator rejects a bad value with a message and accepts a good one."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rendering import render
+
+CASES = [
+    ("project_name", "Support Desk", ""),
+    ("project_name", "Claims-Bot 2.0", "9 lives"),
+    ("project_slug", "support-desk", "Support_Desk"),
+    ("project_slug", "desk2", "desk--bot"),
+    ("package_name", "support_desk", "Support-Desk"),
+    ("package_name", "desk_2", "class"),
+    ("package_name", "desk_agents", "openai"),
+    ("description", "Answers support questions", "two\nlines"),
+    ("description", "Ünïcode — and \"quotes\"", "   "),
+    ("author_name", "Zoë O'Brien", ""),
+    ("author_email", "team@example.com", "team.example.com"),
+    ("author_email", "a.b+c@sub.example.org", "two@at@example.com"),
+    ("python_version", "3.11", "3.10"),
+    ("python_version", "3.13", "3"),
+    ("env_prefix", "SUPPORT_DESK_", "SUPPORT_DESK"),
+    ("env_prefix", "X1_", "support_"),
+    ("default_model", "gpt-4o-mini", "gpt 4o"),
+    ("default_model", "meta-llama/Llama-3.1-8B:q4", ""),
+]
+
+
+def try_answer(tmp_path: Path, question: str, value: str) -> None:
+    render(tmp_path / "out", {question: value}, pretend=True, skip_tasks=True)
+
+
+@pytest.mark.parametrize(("question", "good", "bad"), CASES)
+def test_validator(tmp_path: Path, question: str, good: str, bad: str) -> None:
+    try_answer(tmp_path, question, good)
+    with pytest.raises(ValueError, match=f"Validation error for question '{question}': .+") as raised:
+        try_answer(tmp_path, question, bad)
+    assert len(str(raised.value).split(": ", 1)[1].strip()) > 20  # a message that says what is allowed
+
+
+def test_defaults_are_derived_from_the_project_name(tmp_path: Path) -> None:
+    destination = render(tmp_path / "out", {"project_name": "Billing Help Desk"}, skip_tasks=True)
+    answers = yaml.safe_load((destination / ".copier-answers.yml").read_text())
+    assert answers["project_slug"] == "billing-help-desk"
+    assert answers["package_name"] == "billing_help_desk"
+    assert answers["env_prefix"] == "BILLING_HELP_DESK_"

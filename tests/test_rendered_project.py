@@ -1,0 +1,69 @@
+"""Every answer set renders a project whose own lint and test commands pass."""
+
+import re
+import tomllib
+
+from rendering import VARIANTS, Rendered
+
+# A Jinja expression or statement; plain `}}` closing nested dicts is fine.
+UNRENDERED = re.compile(r"{{-?\s*[A-Za-z_][\w.]*\s*(\||-?}})|{%-?\s*[a-z]+\b")
+
+
+def test_no_template_syntax_is_left(rendered: Rendered) -> None:
+    leftovers = []
+    for path in rendered.path.rglob("*"):
+        if ".git" in path.parts or ".venv" in path.parts or not path.is_file():
+            continue
+        if path.suffix == ".jinja" or UNRENDERED.search(str(path.relative_to(rendered.path))):
+            leftovers.append(str(path))
+        elif path.name != "uv.lock" and UNRENDERED.search(path.read_text(encoding="utf-8")):
+            leftovers.append(str(path))
+    assert leftovers == []
+
+
+def test_answers_are_recorded_for_copier_update(rendered: Rendered) -> None:
+    expected = VARIANTS[rendered.name]
+    assert {key: rendered.answers[key] for key in expected} == expected
+    assert rendered.answers["_src_path"]
+    assert rendered.answers["_commit"]
+
+
+def test_answers_shape_the_project(rendered: Rendered) -> None:
+    answers = rendered.answers
+    pyproject = tomllib.loads((rendered.path / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    assert project["name"] == answers["project_slug"]
+    assert project["description"] == answers["description"]
+    assert project["authors"] == [{"name": answers["author_name"], "email": answers["author_email"]}]
+    assert project["requires-python"] == f">={answers['python_version']}"
+    assert project["scripts"] == {
+        answers["project_slug"]: f"{answers['package_name']}.runtime.cli:main"
+    }
+    package = rendered.path / "src" / answers["package_name"]
+    assert (package / "main.py").is_file()
+    settings = (package / "runtime" / "settings.py").read_text()
+    assert f'ENV_PREFIX = "{answers["env_prefix"]}"' in settings
+    assert f'"{answers["default_model"]}"' in settings
+
+
+def test_the_git_repository_and_lock_file_are_made(rendered: Rendered) -> None:
+    assert (rendered.path / ".git").is_dir()
+    assert (rendered.path / "uv.lock").is_file()
+
+
+def test_ruff_passes(rendered: Rendered) -> None:
+    rendered.run("ruff", "check", ".")
+    rendered.run("ruff", "format", "--check", ".")
+
+
+def test_the_projects_own_test_suite_passes(rendered: Rendered) -> None:
+    result = rendered.run("pytest", "-q", "-p", "no:cacheprovider")
+    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout[-2000:]
+
+
+def test_the_console_script_validates_settings_before_serving(rendered: Rendered) -> None:
+    slug, prefix = rendered.answers["project_slug"], rendered.answers["env_prefix"]
+    result = rendered.run(slug, "serve", check=False, env={f"{prefix}MODEL_PROVIDER": "openai"})
+    assert result.returncode == 2
+    assert f"{prefix}MODEL_API_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
