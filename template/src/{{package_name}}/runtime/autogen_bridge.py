@@ -5,18 +5,21 @@ once per process; an agent and its model context are built for one request and
 dropped with it, because an `AssistantAgent` keeps the conversation it ran.
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import structlog
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage, ToolCallRequestEvent
 from autogen_core import CancellationToken
-from autogen_core.model_context import UnboundedChatCompletionContext
+from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
+    FunctionExecutionResultMessage,
     LLMMessage,
     ModelFamily,
     ModelInfo,
@@ -26,9 +29,13 @@ from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from .fake_upstream import create_fake_upstream
+from .history import trim_to_budget
 from .schemas import ChatMessage
 from .settings import RuntimeSettings
+from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool
+
+log = structlog.get_logger(__name__)
 
 # Assumed for model names the openai client does not know (vLLM, Ollama, gateways).
 _GENERIC_MODEL_INFO = ModelInfo(
@@ -102,6 +109,65 @@ def build_tools(service_tools: Sequence[ServiceTool], max_chars: int) -> list[Fu
     return [_JsonSafeFunctionTool(t, max_chars) for t in service_tools]
 
 
+def prompt_overhead_tokens(
+    system_prompt: str, tools: Sequence[FunctionTool], count: TokenCounter
+) -> int:
+    """Tokens every model call spends before the history: the system prompt and tool schemas."""
+    schemas = sum(count(json.dumps(tool.schema)) for tool in tools)
+    return message_tokens(count, system_prompt) + schemas
+
+
+def message_text(message: LLMMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    if isinstance(message, FunctionExecutionResultMessage):
+        return " ".join(f"{result.call_id} {result.content}" for result in content)
+    if isinstance(message, AssistantMessage):  # its tool calls
+        return " ".join(f"{call.id} {call.name} {call.arguments}" for call in content)
+    return " ".join(part for part in content if isinstance(part, str))  # text beside images
+
+
+class TurnTrimmingContext(ChatCompletionContext):
+    """Keeps the history within a token budget by dropping whole turns, oldest first.
+
+    The stock `TokenLimitedChatCompletionContext` drops single messages and can leave a
+    tool result without its call, which OpenAI rejects; see `history.trim_to_budget`.
+    """
+
+    def __init__(
+        self, initial_messages: list[LLMMessage], budget: int, count: TokenCounter
+    ) -> None:
+        super().__init__(initial_messages)
+        self._budget = budget
+        self._count = count
+        self._costs = [message_tokens(count, message_text(m)) for m in self._messages]
+
+    async def add_message(self, message: LLMMessage) -> None:
+        self._messages.append(message)
+        self._costs.append(message_tokens(self._count, message_text(message)))
+        self._trim()
+
+    async def get_messages(self) -> list[LLMMessage]:
+        return list(self._messages)
+
+    def _trim(self) -> None:
+        starts_turn = [isinstance(m, UserMessage) for m in self._messages]
+        trim = trim_to_budget(self._costs, starts_turn, self._budget)
+        if trim.first_kept == 0:
+            return
+        log.info(
+            "history trimmed",
+            dropped_messages=trim.first_kept,
+            dropped_tokens=trim.dropped_tokens,
+            kept_messages=len(self._messages) - trim.first_kept,
+            kept_tokens=trim.kept_tokens,
+            budget=self._budget,
+        )
+        del self._messages[: trim.first_kept]
+        del self._costs[: trim.first_kept]
+
+
 def _history_message(message: ChatMessage, agent_name: str) -> LLMMessage:
     if message.role == "assistant":
         return AssistantMessage(content=message.content, source=agent_name)
@@ -116,6 +182,8 @@ async def run_turn(
     system_prompt: str,
     messages: Sequence[ChatMessage],
     max_tool_iterations: int,
+    history_budget: int,
+    count_tokens: TokenCounter,
     cancellation_token: CancellationToken,
 ) -> TurnResult:
     """Answer the newest user message, with the earlier messages as history, on a fresh agent."""
@@ -125,8 +193,8 @@ async def run_turn(
         model_client=model_client,
         tools=list(tools),
         system_message=system_prompt,
-        model_context=UnboundedChatCompletionContext(
-            initial_messages=[_history_message(m, agent_name) for m in history]
+        model_context=TurnTrimmingContext(
+            [_history_message(m, agent_name) for m in history], history_budget, count_tokens
         ),
         reflect_on_tool_use=True,
         max_tool_iterations=max_tool_iterations,

@@ -13,6 +13,16 @@ class ChatMessage(BaseModel):
     )
     content: StrictStr = Field(description="The message text; must not be blank.")
 
+    @field_validator("role", mode="before")
+    @classmethod
+    def _no_service_roles(cls, role: object) -> object:
+        if role in ("system", "developer", "tool", "function"):
+            raise ValueError(
+                f"role {role!r} is set by the service, not by clients; "
+                "send only 'user' and 'assistant' turns"
+            )
+        return role
+
     @field_validator("content")
     @classmethod
     def _not_blank(cls, content: str) -> str:

@@ -125,8 +125,12 @@ def limit_size(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     envelope = {"truncated": True, "original_chars": len(text), "partial_result": ""}
-    room = max_chars - len(_dump(envelope))
-    return _dump({**envelope, "partial_result": text[: max(room, 0)]})
+    keep = max_chars - len(_dump(envelope))
+    while True:  # escaping can make the kept text longer than it was: shrink until it fits
+        cut = _dump({**envelope, "partial_result": text[: max(keep, 0)]})
+        if len(cut) <= max_chars or keep <= 0:
+            return cut
+        keep -= len(cut) - max_chars
 
 
 def to_json_text(value: Any) -> str:
