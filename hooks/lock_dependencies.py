@@ -18,7 +18,7 @@ def main() -> None:
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     result = subprocess.run([uv, "lock", "--quiet"], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"`uv lock` failed; the project is rendered, run `uv lock` in it later:\n{result.stderr}")
+        print(f"`uv lock` failed; the project is rendered, run `uv lock` later:\n{result.stderr}")
 
 
 if __name__ == "__main__":

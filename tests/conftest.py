@@ -1,24 +1,14 @@
 """Each answer set is rendered once per test session."""
 
-import subprocess
-
 import pytest
 import yaml
-from rendering import VARIANTS, Rendered, render
+from rendering import VARIANTS, Rendered, render, require_python
 
 
 @pytest.fixture(scope="session", params=list(VARIANTS))
-def rendered(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Rendered:
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     python_version = VARIANTS[request.param].get("python_version", "3.11")
-    found = subprocess.run(
-        ["uv", "python", "find", "--no-python-downloads", f">={python_version}"],
-        capture_output=True,
-        text=True,
-    )
-    if found.returncode != 0:
-        pytest.skip(f"no Python >= {python_version} on this machine to run the {request.param} render")
+    require_python(python_version, f"run the {request.param} render")
     path = render(tmp_path_factory.mktemp(request.param) / "service", VARIANTS[request.param])
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
     return Rendered(request.param, path, answers)

@@ -56,15 +56,33 @@ class Rendered:
         return result
 
 
-def render(destination: Path, answers: dict[str, str], **options: Any) -> Path:
-    """Render the working tree of this template (uncommitted changes included)."""
+def require_python(version: str, purpose: str) -> None:
+    """Skip the test when no Python >= `version` is on this machine (none is ever downloaded)."""
+    found = subprocess.run(
+        ["uv", "python", "find", "--no-python-downloads", f">={version}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        pytest.skip(f"no Python >= {version} on this machine to {purpose}")
+
+
+def render(
+    destination: Path,
+    answers: dict[str, str],
+    *,
+    template: Path = TEMPLATE,
+    vcs_ref: str = "HEAD",
+    **options: Any,
+) -> Path:
+    """Render a template: by default this one's working tree (uncommitted changes included)."""
     copier.run_copy(
-        str(TEMPLATE),
+        str(template),
         destination,
         data=answers,
         defaults=True,
         unsafe=True,
-        vcs_ref="HEAD",
+        vcs_ref=vcs_ref,
         quiet=True,
         **options,
     )

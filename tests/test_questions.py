@@ -15,7 +15,7 @@ CASES = [
     ("package_name", "desk_2", "class"),
     ("package_name", "desk_agents", "openai"),
     ("description", "Answers support questions", "two\nlines"),
-    ("description", "Ünïcode — and \"quotes\"", "   "),
+    ("description", 'Ünïcode — and "quotes"', "   "),
     ("author_name", "Zoë O'Brien", ""),
     ("author_email", "team@example.com", "team.example.com"),
     ("author_email", "a.b+c@sub.example.org", "two@at@example.com"),
@@ -35,9 +35,11 @@ def try_answer(tmp_path: Path, question: str, value: str) -> None:
 @pytest.mark.parametrize(("question", "good", "bad"), CASES)
 def test_validator(tmp_path: Path, question: str, good: str, bad: str) -> None:
     try_answer(tmp_path, question, good)
-    with pytest.raises(ValueError, match=f"Validation error for question '{question}': .+") as raised:
+    expected = f"Validation error for question '{question}': .+"
+    with pytest.raises(ValueError, match=expected) as raised:
         try_answer(tmp_path, question, bad)
-    assert len(str(raised.value).split(": ", 1)[1].strip()) > 20  # a message that says what is allowed
+    message = str(raised.value).split(": ", 1)[1].strip()
+    assert len(message) > 20  # a message that says what is allowed
 
 
 def test_defaults_are_derived_from_the_project_name(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ def test_no_template_syntax_is_left(rendered: Rendered) -> None:
     for path in rendered.path.rglob("*"):
         if ".git" in path.parts or ".venv" in path.parts or not path.is_file():
             continue
-        if path.suffix == ".jinja" or UNRENDERED.search(str(path.relative_to(rendered.path))):
-            leftovers.append(str(path))
-        elif path.name != "uv.lock" and UNRENDERED.search(path.read_text(encoding="utf-8")):
+        in_name = path.suffix == ".jinja" or UNRENDERED.search(str(path.relative_to(rendered.path)))
+        in_text = path.name != "uv.lock" and UNRENDERED.search(path.read_text(encoding="utf-8"))
+        if in_name or in_text:
             leftovers.append(str(path))
     assert leftovers == []
 
@@ -34,7 +34,8 @@ def test_answers_shape_the_project(rendered: Rendered) -> None:
     project = pyproject["project"]
     assert project["name"] == answers["project_slug"]
     assert project["description"] == answers["description"]
-    assert project["authors"] == [{"name": answers["author_name"], "email": answers["author_email"]}]
+    author = {"name": answers["author_name"], "email": answers["author_email"]}
+    assert project["authors"] == [author]
     assert project["requires-python"] == f">={answers['python_version']}"
     assert project["scripts"] == {
         answers["project_slug"]: f"{answers['package_name']}.runtime.cli:main"
