@@ -8,7 +8,7 @@ dropped with it, because an `AssistantAgent` keeps the conversation it ran.
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
@@ -46,6 +46,11 @@ _GENERIC_MODEL_INFO = ModelInfo(
     structured_output=False,
 )
 _OFFLINE_BASE_URL = "http://offline-model.invalid/v1"
+
+PayloadLogging = Literal["off", "shape", "content"]
+# The AutoGen types other runtime modules name, so that they import nothing from AutoGen.
+ModelClient = ChatCompletionClient
+AgentTool = FunctionTool
 
 
 @dataclass(frozen=True)
@@ -136,11 +141,16 @@ class TurnTrimmingContext(ChatCompletionContext):
     """
 
     def __init__(
-        self, initial_messages: list[LLMMessage], budget: int, count: TokenCounter
+        self,
+        initial_messages: list[LLMMessage],
+        budget: int,
+        count: TokenCounter,
+        payload_logging: PayloadLogging = "off",
     ) -> None:
         super().__init__(initial_messages)
         self._budget = budget
         self._count = count
+        self._payload_logging = payload_logging
         self._costs = [message_tokens(count, message_text(m)) for m in self._messages]
 
     async def add_message(self, message: LLMMessage) -> None:
@@ -149,7 +159,24 @@ class TurnTrimmingContext(ChatCompletionContext):
         self._trim()
 
     async def get_messages(self) -> list[LLMMessage]:
+        """What the next model call is sent, after the system prompt."""
+        if self._payload_logging != "off":
+            log.info("model input", messages=[self._describe(m) for m in self._messages])
         return list(self._messages)
+
+    def _describe(self, message: LLMMessage) -> dict[str, Any]:
+        text = message_text(message)
+        if self._payload_logging == "content":
+            return {"type": type(message).__name__, "content": text}
+        shape: dict[str, Any] = {"type": type(message).__name__, "chars": len(text)}
+        if isinstance(message, AssistantMessage) and isinstance(message.content, list):
+            shape["tool_calls"] = [call.name for call in message.content]
+        if isinstance(message, FunctionExecutionResultMessage):
+            shape["tool_results"] = [
+                {"name": r.name, "chars": len(r.content), "is_error": r.is_error}
+                for r in message.content
+            ]
+        return shape
 
     def _trim(self) -> None:
         starts_turn = [isinstance(m, UserMessage) for m in self._messages]
@@ -184,6 +211,7 @@ async def run_turn(
     max_tool_iterations: int,
     history_budget: int,
     count_tokens: TokenCounter,
+    payload_logging: PayloadLogging,
     cancellation_token: CancellationToken,
 ) -> TurnResult:
     """Answer the newest user message, with the earlier messages as history, on a fresh agent."""
@@ -194,7 +222,10 @@ async def run_turn(
         tools=list(tools),
         system_message=system_prompt,
         model_context=TurnTrimmingContext(
-            [_history_message(m, agent_name) for m in history], history_budget, count_tokens
+            [_history_message(m, agent_name) for m in history],
+            history_budget,
+            count_tokens,
+            payload_logging,
         ),
         reflect_on_tool_use=True,
         max_tool_iterations=max_tool_iterations,

@@ -1,5 +1,8 @@
 """One error shape for every failure: `{"error": {"type", "message", "request_id"}}`."""
 
+import math
+from collections.abc import Mapping
+
 import openai
 import structlog
 from fastapi import FastAPI, Request
@@ -35,14 +38,14 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def upstream_error(error: openai.OpenAIError) -> ApiError:
+def upstream_error(error: Exception) -> ApiError:
     """Map what the openai SDK raises once its retries are spent to an honest status."""
     if isinstance(error, openai.APITimeoutError):
         return ApiError(504, "upstream_timeout", "The model server did not answer in time.")
     if isinstance(error, openai.APIConnectionError):
         return ApiError(502, "upstream_unreachable", "The model server could not be reached.")
     if isinstance(error, openai.RateLimitError):
-        retry_after = error.response.headers.get("retry-after")
+        retry_after = _retry_after_seconds(error.response.headers)
         headers = {"Retry-After": retry_after} if retry_after else None
         return ApiError(429, "upstream_rate_limited", "The model server is rate limiting.", headers)
     if isinstance(
@@ -59,8 +62,20 @@ def upstream_error(error: openai.OpenAIError) -> ApiError:
             502, "upstream_error", f"The model server answered with status {error.status_code}."
         )
     return ApiError(
-        502, "upstream_error", "The model server gave an answer the service cannot use."
+        502, "upstream_bad_answer", "The model server gave an answer the service cannot use."
     )
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> str | None:
+    """The upstream's `Retry-After`, in whole seconds as HTTP wants it."""
+    if seconds := headers.get("retry-after"):
+        return seconds
+    if milliseconds := headers.get("retry-after-ms"):
+        try:
+            return str(math.ceil(float(milliseconds) / 1000))
+        except ValueError:
+            return None
+    return None
 
 
 def _validation_message(error: RequestValidationError) -> str:

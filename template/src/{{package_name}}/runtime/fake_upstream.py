@@ -6,35 +6,94 @@ It answers `POST /v1/chat/completions` from the last message it is sent:
   arguments (sent verbatim, so malformed JSON can be tried too);
 - a user message `/roles` answers with the roles of all messages received, in order;
 - a tool result is answered with `NAME returned: RESULT`;
+- a user message `/fault KIND` answers with that fault, for every attempt; `/fault KIND*N`
+  only for the first N attempts of that exact message, then normally (see `FAULTS`);
 - anything else is echoed back.
 
 The `offline` provider runs it in-process, so the service's real openai client path
 is exercised with no network; `serve fake-upstream` runs it over HTTP for development.
 """
 
+import asyncio
 import json
 import math
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 OFFLINE_PREFIX = "[offline model]"
+# Makes the openai SDK retry after 10 ms instead of its backoff; `retry-after` is what a
+# rate-limited client is told.
+FAST_RETRY = {"retry-after-ms": "10"}
+FAULTS = {
+    "429": (429, {"retry-after": "7", **FAST_RETRY}),
+    "500": (500, FAST_RETRY),
+    "503": (503, FAST_RETRY),
+    "400": (400, {}),
+    "401": (401, {}),
+    "404": (404, {}),
+}
+SLOW_SECONDS = 2.0
+_FAULT = re.compile(r"/fault (?P<kind>[a-z0-9-]+)(?:\*(?P<times>\d+))?")
 
 
 def create_fake_upstream(record: list[dict[str, Any]] | None = None) -> FastAPI:
     """Build the server; when `record` is given, every request body is appended to it."""
     app = FastAPI(title="Fake OpenAI-compatible upstream", openapi_url=None)
+    attempts: Counter[str] = Counter()
 
     @app.post("/v1/chat/completions")
     @app.post("/chat/completions")
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         body = await request.json()
         if record is not None:
             record.append(body)
+        last = body["messages"][-1]
+        fault = _FAULT.match(_text(last).strip()) if last["role"] == "user" else None
+        if fault:
+            attempts[_text(last)] += 1
+            times = fault["times"]
+            if times is None or attempts[_text(last)] <= int(times):
+                return await _fault(fault["kind"], body)
         return JSONResponse(_completion(body))
 
     return app
+
+
+async def _fault(kind: str, body: dict[str, Any]) -> Response:
+    if kind in FAULTS:
+        status, headers = FAULTS[kind]
+        error = {"error": {"message": f"injected {kind}", "type": "fault", "code": kind}}
+        return JSONResponse(error, status_code=status, headers=headers)
+    if kind == "slow":
+        await asyncio.sleep(SLOW_SECONDS)
+        return JSONResponse(_completion(body))
+    if kind == "drop":
+        return StreamingResponse(_drop_mid_body(), media_type="application/json")
+    if kind == "malformed":
+        return Response('{"choices": [', media_type="application/json")
+    completion = _completion(body)
+    message = completion["choices"][0]["message"]
+    if kind == "empty":
+        message["content"] = None
+    elif kind == "bad-tool-args" and body.get("tools"):
+        name = body["tools"][0]["function"]["name"]
+        call = {"id": "call_bad", "type": "function"}
+        call["function"] = {"name": name, "arguments": "{not json"}
+        message.update(content=None, tool_calls=[call])
+        completion["choices"][0]["finish_reason"] = "tool_calls"
+    else:
+        return JSONResponse({"error": {"message": f"unknown fault {kind}"}}, status_code=418)
+    return JSONResponse(completion)
+
+
+async def _drop_mid_body() -> AsyncIterator[bytes]:
+    yield b'{"id": "chatcmpl-dropped", '
+    raise ConnectionAbortedError("injected: connection dropped mid-answer")
 
 
 def _completion(body: dict[str, Any]) -> dict[str, Any]:

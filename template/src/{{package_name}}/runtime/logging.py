@@ -8,12 +8,24 @@ import logging
 import sys
 
 import structlog
+from pydantic import SecretStr
 
 from .settings import RuntimeSettings
 
 # AutoGen's event logger carries whole prompts and model replies: personal data.
 _CONTENT_LOGGERS = ("autogen_core.events", "autogen_agentchat.events")
 _HANDLER_NAME = "service"
+
+
+def _redact(secrets: list[str]) -> structlog.types.Processor:
+    """Blank out secret values in a rendered line, whoever logged them and however."""
+
+    def redact(_: object, __: str, line: str) -> str:
+        for secret in secrets:
+            line = line.replace(secret, "**********")
+        return line
+
+    return redact
 
 
 def configure_logging(settings: RuntimeSettings) -> None:
@@ -39,7 +51,11 @@ def configure_logging(settings: RuntimeSettings) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+                _redact(_secret_values(settings)),
+            ],
         )
     )
     handler.set_name(_HANDLER_NAME)
@@ -48,10 +64,22 @@ def configure_logging(settings: RuntimeSettings) -> None:
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level)
     for name in _CONTENT_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(
+            logging.INFO if settings.log_autogen_events else logging.WARNING
+        )
     # uvicorn's own access line would duplicate ours, and httpx logs every upstream call at INFO.
     for name in ("uvicorn.access", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+def _secret_values(settings: RuntimeSettings) -> list[str]:
+    """Every secret setting's value, long enough that blanking it cannot hide other text."""
+    values = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 8:
+            values.append(value.get_secret_value())
+    return values

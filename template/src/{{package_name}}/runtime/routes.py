@@ -11,7 +11,7 @@ from .service import ChatService
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (422, 429, 500, 502, 503, 504)
+    status: {"model": ErrorBody} for status in (413, 422, 429, 500, 502, 503, 504)
 }
 
 
@@ -34,6 +34,6 @@ async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, 
 
 @router.post("/v1/chat", summary="Answer the newest user turn", responses=_ERRORS)
 async def chat(
-    body: ChatRequest, service: Annotated[ChatService, Depends(chat_service)]
+    body: ChatRequest, request: Request, service: Annotated[ChatService, Depends(chat_service)]
 ) -> ChatResponse:
-    return await service.answer(body, current_request_id())
+    return await service.answer(body, current_request_id(), request.is_disconnected)

@@ -1,15 +1,22 @@
 """What one chat turn does, around the agent: deadline, error mapping, usage accounting."""
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import openai
 import structlog
-from autogen_core.models import ChatCompletionClient
-from autogen_core.tools import FunctionTool
 
-from .autogen_bridge import new_cancellation_token, prompt_overhead_tokens, run_turn
+from .autogen_bridge import (
+    AgentTool,
+    ModelClient,
+    PayloadLogging,
+    TurnResult,
+    new_cancellation_token,
+    prompt_overhead_tokens,
+    run_turn,
+)
 from .errors import ApiError, upstream_error
 from .schemas import ChatRequest, ChatResponse, Usage
 from .settings import ENV_PREFIX, ConfigurationError, RuntimeSettings
@@ -17,6 +24,9 @@ from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool
 
 log = structlog.get_logger(__name__)
+
+DisconnectCheck = Callable[[], Awaitable[bool]]
+DISCONNECT_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,7 @@ class AgentSpec:
 def history_budget(
     settings: RuntimeSettings,
     agent: AgentSpec,
-    tools: Sequence[FunctionTool],
+    tools: Sequence[AgentTool],
     count_tokens: TokenCounter,
 ) -> int:
     """Tokens left for the conversation once the prompt, tool schemas and reply are reserved."""
@@ -58,8 +68,8 @@ class ChatService:
         self,
         settings: RuntimeSettings,
         agent: AgentSpec,
-        model_client: ChatCompletionClient,
-        tools: Sequence[FunctionTool],
+        model_client: ModelClient,
+        tools: Sequence[AgentTool],
         count_tokens: TokenCounter,
         history_budget: int,
     ) -> None:
@@ -69,6 +79,14 @@ class ChatService:
         self._tools = tuple(tools)
         self._count_tokens = count_tokens
         self._history_budget = history_budget
+        self._runs = asyncio.Semaphore(settings.max_concurrent_runs)
+        self._payload_logging: PayloadLogging = (
+            "content"
+            if settings.log_payload_content_unsafe
+            else "shape"
+            if settings.log_payload_shape
+            else "off"
+        )
 
     def _check_limits(self, request: ChatRequest) -> None:
         """Limits that depend on settings; the request model checks the rest."""
@@ -97,26 +115,21 @@ class ChatService:
                 f"{newest} tokens, more than the {self._history_budget} this service can send",
             )
 
-    async def answer(self, request: ChatRequest, request_id: str) -> ChatResponse:
+    async def answer(
+        self, request: ChatRequest, request_id: str, is_disconnected: DisconnectCheck
+    ) -> ChatResponse:
         self._check_limits(request)
-        try:
-            async with asyncio.timeout(self._settings.request_deadline_seconds):
-                turn = await run_turn(
-                    model_client=self._model_client,
-                    tools=self._tools,
-                    agent_name=self._agent.name,
-                    system_prompt=self._agent.system_prompt,
-                    messages=request.messages,
-                    max_tool_iterations=self._settings.agent_max_tool_iterations,
-                    history_budget=self._history_budget,
-                    count_tokens=self._count_tokens,
-                    cancellation_token=new_cancellation_token(),
-                )
-        except TimeoutError:
-            raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.") from None
-        except openai.OpenAIError as error:
-            log.warning("model call failed", upstream_error=type(error).__name__)
-            raise upstream_error(error) from error
+        if self._runs.locked():
+            raise ApiError(
+                503,
+                "overloaded",
+                "The service is answering as many turns as it can; retry shortly.",
+                {"Retry-After": "1"},
+            )
+        async with self._runs:
+            turn = await self._run_within_deadline(request, is_disconnected)
+        if not turn.reply.strip():
+            raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
         structlog.contextvars.bind_contextvars(
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,
@@ -130,3 +143,63 @@ class ChatService:
             usage=Usage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens),
             tool_calls=turn.tool_calls,
         )
+
+    async def _run_within_deadline(
+        self, request: ChatRequest, is_disconnected: DisconnectCheck
+    ) -> TurnResult:
+        """Run the turn until it ends, the deadline passes or the client goes away.
+
+        The run is waited on, not awaited: a run that ignores cancellation (a stuck tool,
+        say) cannot hold the request past its deadline.
+        """
+        token = new_cancellation_token()
+        run = asyncio.create_task(
+            run_turn(
+                model_client=self._model_client,
+                tools=self._tools,
+                agent_name=self._agent.name,
+                system_prompt=self._agent.system_prompt,
+                messages=request.messages,
+                max_tool_iterations=self._settings.agent_max_tool_iterations,
+                history_budget=self._history_budget,
+                count_tokens=self._count_tokens,
+                payload_logging=self._payload_logging,
+                cancellation_token=token,
+            )
+        )
+        client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
+        try:
+            done, _ = await asyncio.wait(
+                {run, client_gone},
+                timeout=self._settings.request_deadline_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            client_gone.cancel()
+        if run in done:
+            try:
+                return run.result()
+            except (openai.OpenAIError, json.JSONDecodeError) as error:
+                log.warning("model call failed", exc_info=True)
+                raise upstream_error(error) from error
+        token.cancel()
+        run.cancel()
+        run.add_done_callback(_retrieve_outcome)
+        if client_gone in done:
+            log.info("client disconnected: run cancelled")
+            raise ApiError(499, "client_disconnected", "The client closed the request.")
+        raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
+
+
+async def _wait_for_disconnect(is_disconnected: DisconnectCheck) -> None:
+    # Polling: Starlette offers no event for a client that has gone away.
+    while True:
+        if await is_disconnected():
+            return
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+
+def _retrieve_outcome(run: asyncio.Task[TurnResult]) -> None:
+    """Collect an abandoned run's end, so it is not reported as never retrieved."""
+    if not run.cancelled() and run.exception() is not None:
+        log.info("abandoned run ended with an error", error=type(run.exception()).__name__)
