@@ -37,9 +37,14 @@ def configure_logging(settings: RuntimeSettings) -> None:
     ]
     if settings.log_format == "json":
         renderer: structlog.types.Processor = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
+        # Frames without their local variables: locals hold prompts, messages and keys.
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
