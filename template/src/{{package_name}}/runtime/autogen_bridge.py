@@ -69,7 +69,7 @@ def build_model_client(settings: RuntimeSettings) -> ChatCompletionClient:
         "timeout": settings.model_timeout_seconds,
     }
     if settings.model_provider == "offline":
-        transport = httpx.ASGITransport(app=create_fake_upstream())
+        transport = httpx.ASGITransport(app=create_fake_upstream(), raise_app_exceptions=False)
         options["http_client"] = httpx.AsyncClient(transport=transport)
         options["base_url"] = _OFFLINE_BASE_URL
         options["api_key"] = "offline"
@@ -243,6 +243,17 @@ async def run_turn(
             len(m.content) for m in result.messages if isinstance(m, ToolCallRequestEvent)
         ),
     )
+
+
+def raised_by_framework(error: BaseException) -> bool:
+    """Whether the error was raised inside AutoGen or the openai SDK rather than our code."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = traceback.tb_frame.f_globals.get("__name__", "")
+    return module.startswith(("autogen_", "openai"))
 
 
 def new_cancellation_token() -> CancellationToken:

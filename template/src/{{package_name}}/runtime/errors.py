@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .settings import ENV_PREFIX
+
 log = structlog.get_logger(__name__)
 
 
@@ -52,8 +54,8 @@ def upstream_error(error: Exception) -> ApiError:
         error, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError
     ):
         log.error(
-            "model server refused the service's configuration: check MODEL_API_KEY, "
-            "MODEL_BASE_URL and MODEL_NAME",
+            "model server refused the service's configuration: check "
+            f"{ENV_PREFIX}MODEL_API_KEY, {ENV_PREFIX}MODEL_BASE_URL and {ENV_PREFIX}MODEL_NAME",
             upstream_status=error.status_code,
         )
         return ApiError(500, "upstream_misconfigured", "The service is misconfigured.")
@@ -67,7 +69,7 @@ def upstream_error(error: Exception) -> ApiError:
 
 
 def _retry_after_seconds(headers: Mapping[str, str]) -> str | None:
-    """The upstream's `Retry-After`, in whole seconds as HTTP wants it."""
+    """The upstream's `Retry-After` as sent, else its `retry-after-ms` in whole seconds."""
     if seconds := headers.get("retry-after"):
         return seconds
     if milliseconds := headers.get("retry-after-ms"):

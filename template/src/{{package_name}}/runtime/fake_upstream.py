@@ -6,8 +6,8 @@ It answers `POST /v1/chat/completions` from the last message it is sent:
   arguments (sent verbatim, so malformed JSON can be tried too);
 - a user message `/roles` answers with the roles of all messages received, in order;
 - a tool result is answered with `NAME returned: RESULT`;
-- a user message `/fault KIND` answers with that fault, for every attempt; `/fault KIND*N`
-  only for the first N attempts of that exact message, then normally (see `FAULTS`);
+- with faults on, a user message `/fault KIND` answers with that fault, for every attempt;
+  `/fault KIND*N` only for the first N attempts of that exact message (see `FAULTS`);
 - anything else is echoed back.
 
 The `offline` provider runs it in-process, so the service's real openai client path
@@ -41,8 +41,14 @@ SLOW_SECONDS = 2.0
 _FAULT = re.compile(r"/fault (?P<kind>[a-z0-9-]+)(?:\*(?P<times>\d+))?")
 
 
-def create_fake_upstream(record: list[dict[str, Any]] | None = None) -> FastAPI:
-    """Build the server; when `record` is given, every request body is appended to it."""
+def create_fake_upstream(
+    record: list[dict[str, Any]] | None = None, *, faults: bool = False
+) -> FastAPI:
+    """Build the server; when `record` is given, every request body is appended to it.
+
+    `/fault` commands work only with `faults=True` (tests, `fake-upstream`): the offline
+    model must not let a user's message make the service fail.
+    """
     app = FastAPI(title="Fake OpenAI-compatible upstream", openapi_url=None)
     attempts: Counter[str] = Counter()
 
@@ -53,7 +59,7 @@ def create_fake_upstream(record: list[dict[str, Any]] | None = None) -> FastAPI:
         if record is not None:
             record.append(body)
         last = body["messages"][-1]
-        fault = _FAULT.match(_text(last).strip()) if last["role"] == "user" else None
+        fault = _FAULT.match(_text(last).strip()) if faults and last["role"] == "user" else None
         if fault:
             attempts[_text(last)] += 1
             times = fault["times"]
@@ -80,6 +86,8 @@ async def _fault(kind: str, body: dict[str, Any]) -> Response:
     message = completion["choices"][0]["message"]
     if kind == "empty":
         message["content"] = None
+    elif kind == "no-choices":
+        completion["choices"] = []
     elif kind == "bad-tool-args" and body.get("tools"):
         name = body["tools"][0]["function"]["name"]
         call = {"id": "call_bad", "type": "function"}

@@ -68,12 +68,14 @@ def configure_logging(settings: RuntimeSettings) -> None:
     # Replace only our own handler: others (pytest's log capture, say) stay attached.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level)
+    logging.captureWarnings(True)  # library warnings become log lines, redaction included
     for name in _CONTENT_LOGGERS:
         logging.getLogger(name).setLevel(
             logging.INFO if settings.log_autogen_events else logging.WARNING
         )
-    # uvicorn's own access line would duplicate ours, and httpx logs every upstream call at INFO.
-    for name in ("uvicorn.access", "httpx"):
+    # uvicorn's access line would duplicate ours; the HTTP clients (httpx, and httpx2 inside
+    # the openai SDK) log every upstream call, URL included, at INFO.
+    for name in ("uvicorn.access", "httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()

@@ -27,7 +27,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the model client is up and requests can be served")
+@router.get("/readyz", summary="Readiness: start-up has finished and the model client is built")
 async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, str]:
     return {"status": "ready"}
 

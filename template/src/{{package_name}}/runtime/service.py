@@ -15,6 +15,7 @@ from .autogen_bridge import (
     TurnResult,
     new_cancellation_token,
     prompt_overhead_tokens,
+    raised_by_framework,
     run_turn,
 )
 from .errors import ApiError, upstream_error
@@ -126,8 +127,7 @@ class ChatService:
                 "The service is answering as many turns as it can; retry shortly.",
                 {"Retry-After": "1"},
             )
-        async with self._runs:
-            turn = await self._run_within_deadline(request, is_disconnected)
+        turn = await self._run_within_deadline(request, is_disconnected)
         if not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
         structlog.contextvars.bind_contextvars(
@@ -150,9 +150,12 @@ class ChatService:
         """Run the turn until it ends, the deadline passes or the client goes away.
 
         The run is waited on, not awaited: a run that ignores cancellation (a stuck tool,
-        say) cannot hold the request past its deadline.
+        say) cannot hold the request past its deadline, though it keeps its concurrency
+        slot until it ends. A tool that blocks the event loop stalls everything: async
+        tools must await, blocking code belongs in sync tools (run in threads).
         """
         token = new_cancellation_token()
+        await self._runs.acquire()  # free (checked above): taken before the run exists
         run = asyncio.create_task(
             run_turn(
                 model_client=self._model_client,
@@ -167,6 +170,8 @@ class ChatService:
                 cancellation_token=token,
             )
         )
+        # The slot is held until the run really ends, so abandoned runs still count.
+        run.add_done_callback(lambda _: self._runs.release())
         client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
         try:
             done, _ = await asyncio.wait(
@@ -174,6 +179,10 @@ class ChatService:
                 timeout=self._settings.request_deadline_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        except BaseException:  # the request itself was cancelled: take the run down with it
+            token.cancel()
+            run.cancel()
+            raise
         finally:
             client_gone.cancel()
         if run in done:
@@ -182,12 +191,24 @@ class ChatService:
             except (openai.OpenAIError, json.JSONDecodeError) as error:
                 log.warning("model call failed", exc_info=True)
                 raise upstream_error(error) from error
+            except Exception as error:
+                if not raised_by_framework(error):
+                    raise
+                # AutoGen or the SDK failing on an answer it cannot use: empty choices,
+                # a body that is not a completion, tool calls past the iteration limit.
+                log.warning("model answer unusable", exc_info=True)
+                raise ApiError(
+                    502, "upstream_bad_answer", "The model gave an answer the service cannot use."
+                ) from error
         token.cancel()
         run.cancel()
         run.add_done_callback(_retrieve_outcome)
-        if client_gone in done:
+        if client_gone in done and client_gone.exception() is None:
             log.info("client disconnected: run cancelled")
             raise ApiError(499, "client_disconnected", "The client closed the request.")
+        if client_gone in done:
+            log.error("disconnect check failed", exc_info=client_gone.exception())
+            raise ApiError(500, "internal_error", "The service failed unexpectedly.")
         raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
 
 
