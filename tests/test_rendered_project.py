@@ -68,3 +68,10 @@ def test_the_console_script_validates_settings_before_serving(rendered: Rendered
     assert result.returncode == 2
     assert f"{prefix}MODEL_API_KEY" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_trimming_benchmark_runs_and_prints_its_figure(rendered: Rendered) -> None:
+    result = rendered.run("python", "benchmarks/trim_history.py")
+    figure = re.search(r"trim 2000 messages to \d+ tokens: median ([\d.]+) ms", result.stdout)
+    assert figure, result.stdout
+    print(result.stdout.strip())  # a figure to read with -s, not a timed assertion
