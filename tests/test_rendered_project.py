@@ -75,3 +75,17 @@ def test_the_trimming_benchmark_runs_and_prints_its_figure(rendered: Rendered) -
     figure = re.search(r"trim 2000 messages to \d+ tokens: median ([\d.]+) ms", result.stdout)
     assert figure, result.stdout
     print(result.stdout.strip())  # a figure to read with -s, not a timed assertion
+
+
+def test_the_docs_site_builds_strictly_with_every_setting(rendered: Rendered, tmp_path) -> None:
+    site = tmp_path / "site"
+    rendered.run("mkdocs", "build", "--strict", "--site-dir", str(site))
+    reference = (site / "configuration" / "index.html").read_text()
+    prefix = rendered.answers["env_prefix"]
+    settings_source = (
+        rendered.path / "src" / rendered.answers["package_name"] / "runtime" / "settings.py"
+    ).read_text()
+    fields = re.findall(r"^    ([a-z_]+): .+= Field\(", settings_source, re.MULTILINE)
+    assert fields
+    assert all(f"{prefix}{field.upper()}" in reference for field in fields)
+    assert 'class="mermaid"' in (site / "architecture" / "index.html").read_text()

@@ -219,15 +219,6 @@ def make_template_repository(repository: Path) -> None:
         package / "runtime" / "settings.py.jinja",
         lambda text: re.sub(r"^(?=    @)", NEW_SETTING, text, count=1, flags=re.M),
     )
-    edit(  # a new setting is documented, or the service's docs test fails
-        repository / "template" / "docs" / "configuration.md.jinja",
-        lambda text: text.replace(
-            "\n\nSettings of your own",
-            "\n| `{{ env_prefix }}READINESS_TIMEOUT_SECONDS` | float | `5.0` | New. |"
-            "\n\nSettings of your own",
-            1,
-        ),
-    )
     for team_file in (
         package / "agent.py.jinja",
         package / "settings.py.jinja",
