@@ -120,13 +120,6 @@ class ChatService:
         self, request: ChatRequest, request_id: str, is_disconnected: DisconnectCheck
     ) -> ChatResponse:
         self._check_limits(request)
-        if self._runs.locked():
-            raise ApiError(
-                503,
-                "overloaded",
-                "The service is answering as many turns as it can; retry shortly.",
-                {"Retry-After": "1"},
-            )
         turn = await self._run_within_deadline(request, is_disconnected)
         if not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
@@ -154,8 +147,15 @@ class ChatService:
         slot until it ends. A tool that blocks the event loop stalls everything: async
         tools must await, blocking code belongs in sync tools (run in threads).
         """
+        if self._runs.locked():
+            raise ApiError(
+                503,
+                "overloaded",
+                "The service is answering as many turns as it can; retry shortly.",
+                {"Retry-After": "1"},
+            )
+        await self._runs.acquire()  # a free semaphore is taken without waiting
         token = new_cancellation_token()
-        await self._runs.acquire()  # free (checked above): taken before the run exists
         run = asyncio.create_task(
             run_turn(
                 model_client=self._model_client,
@@ -203,12 +203,12 @@ class ChatService:
         token.cancel()
         run.cancel()
         run.add_done_callback(_retrieve_outcome)
-        if client_gone in done and client_gone.exception() is None:
+        if client_gone in done:
+            if (failure := client_gone.exception()) is not None:
+                log.error("disconnect check failed", exc_info=failure)
+                raise ApiError(500, "internal_error", "The service failed unexpectedly.")
             log.info("client disconnected: run cancelled")
             raise ApiError(499, "client_disconnected", "The client closed the request.")
-        if client_gone in done:
-            log.error("disconnect check failed", exc_info=client_gone.exception())
-            raise ApiError(500, "internal_error", "The service failed unexpectedly.")
         raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
 
 

@@ -39,12 +39,12 @@ def chat_body(*contents: str) -> dict[str, Any]:
 class ThreadedServer:
     """An ASGI app served over real HTTP on 127.0.0.1, on a free port, in a background thread."""
 
-    def __init__(self, app: Any, lifespan: str = "off") -> None:
+    def __init__(self, app: Any) -> None:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            app, log_config=None, log_level="warning", lifespan=lifespan, access_log=False
+            app, log_config=None, log_level="warning", lifespan="off", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
