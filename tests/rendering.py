@@ -11,8 +11,9 @@ import pytest
 
 TEMPLATE = Path(__file__).resolve().parent.parent
 
-# The second answer set changes every question, with values that trip naive templating.
-VARIANTS: dict[str, dict[str, str]] = {
+# The second answer set changes every text question, with values that trip naive templating, and
+# turns on the optional features that are off by default.
+VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "custom": {
         "project_name": "Claims Triage",
@@ -24,6 +25,15 @@ VARIANTS: dict[str, dict[str, str]] = {
         "python_version": "3.12",
         "env_prefix": "CLAIMS_",
         "default_model": "llama3.1:8b",
+        "session_store": "redis",
+    },
+    # Every optional feature off: what a team that wants none of them gets.
+    "minimal": {
+        "streaming": False,
+        "auth": "none",
+        "observability": "none",
+        "docker": False,
+        "ci": "none",
     },
 }
 
@@ -69,7 +79,7 @@ def require_python(version: str, purpose: str) -> None:
 
 def render(
     destination: Path,
-    answers: dict[str, str],
+    answers: dict[str, Any],
     *,
     template: Path = TEMPLATE,
     vcs_ref: str = "HEAD",
