@@ -1,0 +1,82 @@
+"""The load generator: a fixed number of chat turns at a fixed concurrency, canaries checked."""
+
+import asyncio
+import secrets
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+
+from .upstream_stub import CANARY, TOOL_MARKER, expected_reply
+
+Scenario = Literal["plain", "tool"]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cross_talk: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+async def drive(
+    url: str, api_key: str, scenario: Scenario, concurrency: int, requests: int
+) -> LoadResult:
+    """Send `requests` turns to `url`, `concurrency` at a time over kept-alive connections.
+
+    A turn is an error when it fails or is answered with anything but 200, and cross-talk
+    when its reply names another turn's canary or misses its own.
+    """
+    latencies: list[float] = []
+    errors = cross_talk = 0
+    remaining = iter(range(requests))
+    headers = {"Authorization": f"Bearer {api_key}"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+
+    async def one_turn(session: aiohttp.ClientSession) -> None:
+        nonlocal errors, cross_talk
+        canary = f"canary-{secrets.token_hex(8)}"
+        task = f"{TOOL_MARKER} for {canary}" if scenario == "tool" else f"hello from {canary}"
+        body = {"messages": [{"role": "user", "content": task}]}
+        started = time.perf_counter()
+        try:
+            async with session.post(url, json=body, headers=headers) as response:
+                answer = await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, ValueError):
+            answer = None
+        latencies.append(time.perf_counter() - started)
+        if answer is None:
+            errors += 1
+        elif answer["reply"] != expected_reply(canary, after_tool=scenario == "tool"):
+            if CANARY.findall(answer["reply"]) == [canary]:
+                errors += 1  # its own canary only, but not the answer the stub gives
+            else:
+                cross_talk += 1
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for _ in remaining:
+            await one_turn(session)
+
+    timeout = aiohttp.ClientTimeout(total=180)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return LoadResult(
+        requests=requests,
+        seconds=seconds,
+        p50_ms=cuts[49] * 1000,
+        p99_ms=cuts[98] * 1000,
+        errors=errors,
+        cross_talk=cross_talk,
+    )

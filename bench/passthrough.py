@@ -1,0 +1,86 @@
+"""Server (b), the floor: FastAPI handing each turn straight to the openai SDK, no agent.
+
+It does the least a service of the same API must: validate the body, call the model
+with a system prompt and one tool, run the tool when asked and call the model again.
+Runs in the rendered service's environment (same FastAPI, uvicorn and openai versions)
+as `uvicorn passthrough:app`, with the upstream's base URL in `BENCH_UPSTREAM_URL`.
+"""
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
+LOOKUP_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "lookup_customer",
+        "description": "Look up a customer by id.",
+        "parameters": {
+            "type": "object",
+            "properties": {"customer_id": {"type": "string"}},
+            "required": ["customer_id"],
+        },
+    },
+}
+
+
+class Message(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    messages: list[Message]
+
+
+class ChatReply(BaseModel):
+    reply: str
+
+
+def lookup_customer(customer_id: str) -> dict[str, str]:
+    return {"customer_id": customer_id, "name": "Ada Lovelace", "plan": "enterprise"}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.client = AsyncOpenAI(base_url=os.environ["BENCH_UPSTREAM_URL"], api_key="bench")
+    yield
+    await app.state.client.close()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/v1/chat")
+async def chat(body: ChatRequest, request: Request) -> ChatReply:
+    client: AsyncOpenAI = request.app.state.client
+    messages: list[Any] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *(m.model_dump() for m in body.messages),
+    ]
+    completion = await client.chat.completions.create(
+        model="bench", messages=messages, tools=[LOOKUP_TOOL]
+    )
+    answer = completion.choices[0].message
+    if answer.tool_calls:
+        messages.append(answer.model_dump(exclude_none=True))
+        for call in answer.tool_calls:
+            result = json.dumps(lookup_customer(**json.loads(call.function.arguments)))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+        completion = await client.chat.completions.create(
+            model="bench", messages=messages, tools=[LOOKUP_TOOL]
+        )
+        answer = completion.choices[0].message
+    return ChatReply(reply=answer.content or "")

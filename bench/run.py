@@ -1,0 +1,310 @@
+"""The benchmark run: render, install, start the servers, drive load, print the tables."""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import copier
+import psutil
+import yaml
+
+from .load import LoadResult, Scenario, drive
+
+BENCH = Path(__file__).resolve().parent
+TEMPLATE = BENCH.parent
+API_KEY = "bench-key"
+SERVERS = {
+    "a": "rendered service",
+    "b": "bare passthrough",
+    "c": "naive shared agent",
+}
+# With two CPUs or more the server under test gets one to itself; the stub and the load
+# generator share another.
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+@dataclass(frozen=True)
+class Measurement:
+    scenario: Scenario
+    concurrency: int
+    server: str
+    result: LoadResult
+    load_average: float
+
+
+@contextmanager
+def _process(
+    command: list[str], *, env: dict[str, str], cwd: Path, log: Path, pinned: bool
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=output)
+    if pinned:
+        os.sched_setaffinity(process.pid, {SERVER_CPU})
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{process.args} did not answer within 120 s:\n{log.read_text()[-3000:]}")
+
+
+class Bench:
+    """The render, its environment, and how to start each server in it."""
+
+    def __init__(self, workdir: Path, pinned: bool) -> None:
+        self.workdir = workdir
+        self.pinned = pinned
+        self.service = workdir / "service"
+        self.python = str(self.service / ".venv" / "bin" / "python")
+        self.upstream_url = ""
+        self.answers: dict[str, Any] = {}
+
+    def render_and_install(self) -> None:
+        copier.run_copy(
+            str(TEMPLATE),
+            self.service,
+            defaults=True,
+            unsafe=True,
+            vcs_ref="HEAD",
+            quiet=True,
+        )
+        self.answers = yaml.safe_load((self.service / ".copier-answers.yml").read_text())
+        env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+        env.pop("VIRTUAL_ENV", None)
+        subprocess.run(
+            ["uv", "sync", "--frozen", "--no-dev", "--quiet"], cwd=self.service, env=env, check=True
+        )
+
+    def start_upstream(self, stack: ExitStack) -> None:
+        port = _free_port()
+        log = self.workdir / "upstream.log"
+        command = [sys.executable, str(BENCH / "upstream_stub.py"), "--port", str(port)]
+        process = stack.enter_context(
+            _process(command, env=dict(os.environ), cwd=BENCH, log=log, pinned=False)
+        )
+        self.upstream_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError as error:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the upstream stub did not start:\n{log.read_text()}"
+                    ) from error
+                time.sleep(0.05)
+
+    @contextmanager
+    def server(self, name: str) -> Iterator[tuple[str, int]]:
+        """Start server `name` (see SERVERS); yield its chat URL and process id."""
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+        if name == "a":
+            prefix = self.answers["env_prefix"]
+            env |= {
+                f"{prefix}MODEL_PROVIDER": "openai",
+                f"{prefix}MODEL_BASE_URL": self.upstream_url,
+                f"{prefix}MODEL_API_KEY": "bench",
+                f"{prefix}API_KEYS": json.dumps([API_KEY]),
+            }
+            module = f"{self.answers['package_name']}.runtime.cli"
+            command = [self.python, "-m", module, "serve", "--port", str(port)]
+            cwd = self.service
+        else:
+            env["BENCH_UPSTREAM_URL"] = self.upstream_url
+            app = "passthrough:app" if name == "b" else "naive:app"
+            command = [self.python, "-m", "uvicorn", app, "--port", str(port)]
+            command += ["--no-access-log", "--log-level", "warning"]
+            cwd = BENCH
+        log = self.workdir / f"server-{name}.log"
+        with _process(command, env=env, cwd=cwd, log=log, pinned=self.pinned) as process:
+            _wait_until_up(port, process, log)
+            yield f"http://127.0.0.1:{port}/v1/chat", process.pid
+
+    def agent_build_microseconds(self) -> float:
+        command = [self.python, str(BENCH / "agent_build.py"), self.answers["package_name"]]
+        built = subprocess.run(command, cwd=self.service, capture_output=True, text=True)
+        if built.returncode != 0:
+            raise RuntimeError(f"timing the agent build failed:\n{built.stderr}")
+        return float(built.stdout)
+
+
+def _load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].partition(":")[2].strip() if names else cpu
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+    measurements: list[Measurement] = []
+    with ExitStack() as stack:
+        bench.start_upstream(stack)
+        shared = {name: stack.enter_context(bench.server(name)) for name in ("a", "b")}
+        for url, _ in shared.values():
+            for scenario in get_args(Scenario):
+                asyncio.run(drive(url, API_KEY, scenario, 8, args.warmup))
+        for scenario in get_args(Scenario):
+            for level in args.levels:
+                for name in SERVERS:
+                    # The naive server starts afresh for every run: its shared history only
+                    # grows, and each run should start it from the same empty one.
+                    with ExitStack() as naive:
+                        url = (
+                            shared[name][0]
+                            if name in shared
+                            else naive.enter_context(bench.server(name))[0]
+                        )
+                        result = asyncio.run(drive(url, API_KEY, scenario, level, args.requests))
+                    measurements.append(Measurement(scenario, level, name, result, _load_average()))
+                    print(_row(measurements[-1]), flush=True)
+        url, pid = shared["a"]
+        rss_before = psutil.Process(pid).memory_info().rss
+        for scenario in get_args(Scenario):
+            asyncio.run(drive(url, API_KEY, scenario, 32, args.rss_requests // 2))
+        rss_after = psutil.Process(pid).memory_info().rss
+    return {
+        "measurements": measurements,
+        "rss_requests": args.rss_requests // 2 * 2,
+        "rss_before_mb": rss_before / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "agent_build_us": bench.agent_build_microseconds(),
+    }
+
+
+HEADER = (
+    "| scenario | concurrency | server | req/s | p50 ms | p99 ms | errors | cross-talk |\n"
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def _row(m: Measurement) -> str:
+    r = m.result
+    return (
+        f"| {m.scenario} | {m.concurrency} | ({m.server}) {SERVERS[m.server]} | {r.rps:.0f} "
+        f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cross_talk} |"
+    )
+
+
+def report(figures: dict[str, Any]) -> str:
+    measurements: list[Measurement] = figures["measurements"]
+    by_key = {(m.scenario, m.concurrency, m.server): m.result for m in measurements}
+    lines = ["", HEADER, *(_row(m) for m in measurements), ""]
+    lines += [
+        "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario, level in dict.fromkeys((m.scenario, m.concurrency) for m in measurements):
+        a, b = by_key[scenario, level, "a"], by_key[scenario, level, "b"]
+        lines.append(
+            f"| {scenario} | {level} | {a.rps / b.rps:.2f} | {a.p50_ms / b.p50_ms:.2f} "
+            f"| {a.p99_ms / b.p99_ms:.2f} |"
+        )
+    growth = figures["rss_after_mb"] - figures["rss_before_mb"]
+    lines += [
+        "",
+        f"RSS of (a) over {figures['rss_requests']} more requests at concurrency 32 (half plain, "
+        f"half tool): {figures['rss_before_mb']:.1f} MB -> {figures['rss_after_mb']:.1f} MB "
+        f"({growth:+.1f} MB)",
+        f"Building one request-scoped agent: {figures['agent_build_us']:.0f} us",
+    ]
+    return "\n".join(lines)
+
+
+def _levels(text: str) -> list[int]:
+    return [int(level) for level in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The rendered service against a bare passthrough and a naive shared agent.",
+    )
+    parser.add_argument("--levels", type=_levels, default=[1, 8, 32, 64], help="concurrencies")
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="requests per server, scenario and level"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=200, help="unmeasured requests per server and scenario"
+    )
+    parser.add_argument(
+        "--rss-requests", type=int, default=5000, help="requests between the two RSS readings"
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+
+    pinned = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+    if pinned:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    machine = _machine()
+    print(
+        f"machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gb']} GB, "
+        f"{machine['system']}, Python {machine['python']}; "
+        + (
+            f"servers pinned to CPU {SERVER_CPU}, stub and load generator to CPU {CLIENT_CPU}"
+            if pinned
+            else "no CPU pinning"
+        ),
+        flush=True,
+    )
+    print(f"load average at start: {_load_average():.2f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="autogen-bench-") as workdir:
+        bench = Bench(Path(workdir), pinned)
+        bench.render_and_install()
+        print(HEADER, flush=True)
+        figures = measure(args, bench)
+    print(report(figures))
+    print(f"load average at end: {_load_average():.2f}")
+    if args.json:
+        figures["measurements"] = [asdict(m) for m in figures["measurements"]]
+        args.json.write_text(json.dumps({"machine": machine, **figures}, indent=2))
+    return 0
