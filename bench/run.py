@@ -196,15 +196,15 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         for scenario in get_args(Scenario):
             for level in args.levels:
                 for name in SERVERS:
-                    # The naive server starts afresh for every run: its shared history only
-                    # grows, and each run should start it from the same empty one.
+                    # The naive server starts afresh for every run, and runs fewer turns:
+                    # its shared history only grows, and every turn sends all of it.
                     with ExitStack() as naive:
-                        url = (
-                            shared[name][0]
-                            if name in shared
-                            else naive.enter_context(bench.server(name))[0]
-                        )
-                        result = asyncio.run(drive(url, API_KEY, scenario, level, args.requests))
+                        if name in shared:
+                            url, requests = shared[name][0], args.requests
+                        else:
+                            url = naive.enter_context(bench.server(name))[0]
+                            requests = min(args.requests, args.naive_requests)
+                        result = asyncio.run(drive(url, API_KEY, scenario, level, requests))
                     measurements.append(Measurement(scenario, level, name, result, _load_average()))
                     print(_row(measurements[-1]), flush=True)
         url, pid = shared["a"]
@@ -222,15 +222,17 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
 
 
 HEADER = (
-    "| scenario | concurrency | server | req/s | p50 ms | p99 ms | errors | cross-talk |\n"
-    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    "| scenario | concurrency | server | requests | req/s | p50 ms | p99 ms | errors "
+    "| cross-talk |\n"
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
 def _row(m: Measurement) -> str:
     r = m.result
     return (
-        f"| {m.scenario} | {m.concurrency} | ({m.server}) {SERVERS[m.server]} | {r.rps:.0f} "
+        f"| {m.scenario} | {m.concurrency} | ({m.server}) {SERVERS[m.server]} | {r.requests} "
+        f"| {r.rps:.0f} "
         f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cross_talk} |"
     )
 
@@ -272,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=_levels, default=[1, 8, 32, 64], help="concurrencies")
     parser.add_argument(
         "--requests", type=int, default=1000, help="requests per server, scenario and level"
+    )
+    parser.add_argument(
+        "--naive-requests",
+        type=int,
+        default=200,
+        help="requests per scenario and level for (c), whose every turn costs more than the last",
     )
     parser.add_argument(
         "--warmup", type=int, default=200, help="unmeasured requests per server and scenario"
