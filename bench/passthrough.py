@@ -1,7 +1,7 @@
 """Server (b), the floor: FastAPI handing each turn straight to the openai SDK, no agent.
 
 It does the least a service of the same API must: validate the body, call the model
-with a system prompt and one tool, run the tool when asked and call the model again.
+with a system prompt and the tools, run the tool when asked and call the model again.
 Runs in the rendered service's environment (same FastAPI, uvicorn and openai versions)
 as `uvicorn passthrough:app`, with the upstream's base URL in `BENCH_UPSTREAM_URL`.
 """
@@ -17,18 +17,52 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel
 
 SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
-LOOKUP_TOOL: Any = {
-    "type": "function",
-    "function": {
-        "name": "lookup_customer",
-        "description": "Look up a customer by id.",
-        "parameters": {
-            "type": "object",
-            "properties": {"customer_id": {"type": "string"}},
-            "required": ["customer_id"],
+# The tool schemas the rendered service sends for its default tools, so that both servers
+# ask the same of the openai SDK and of the upstream.
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_customer",
+            "description": "Look up a customer by id (like C-1001): name, plan, monthly fee "
+            "and signup time.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "customer_id": {
+                        "description": "customer_id",
+                        "title": "Customer Id",
+                        "type": "string",
+                    }
+                },
+                "required": ["customer_id"],
+                "additionalProperties": False,
+            },
+            "strict": False,
         },
     },
-}
+    {
+        "type": "function",
+        "function": {
+            "name": "parse_claim_amount",
+            "description": 'Read the money amount of a claim from free text such as "$100", '
+            '"1,250.50" or "EUR 30".',
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "text": {
+                        "anyOf": [{"type": "string"}, {"type": "null"}],
+                        "description": "text",
+                        "title": "Text",
+                    }
+                },
+                "required": ["text"],
+                "additionalProperties": False,
+            },
+            "strict": False,
+        },
+    },
+]
 
 
 class Message(BaseModel):
@@ -45,6 +79,7 @@ class ChatReply(BaseModel):
 
 
 def lookup_customer(customer_id: str) -> dict[str, str]:
+    """The only tool the stub calls: the first one offered."""
     return {"customer_id": customer_id, "name": "Ada Lovelace", "plan": "enterprise"}
 
 
@@ -70,9 +105,7 @@ async def chat(body: ChatRequest, request: Request) -> ChatReply:
         {"role": "system", "content": SYSTEM_PROMPT},
         *(m.model_dump() for m in body.messages),
     ]
-    completion = await client.chat.completions.create(
-        model="bench", messages=messages, tools=[LOOKUP_TOOL]
-    )
+    completion = await client.chat.completions.create(model="bench", messages=messages, tools=TOOLS)
     answer = completion.choices[0].message
     if answer.tool_calls:
         messages.append(answer.model_dump(exclude_none=True))
@@ -80,7 +113,7 @@ async def chat(body: ChatRequest, request: Request) -> ChatReply:
             result = json.dumps(lookup_customer(**json.loads(call.function.arguments)))
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         completion = await client.chat.completions.create(
-            model="bench", messages=messages, tools=[LOOKUP_TOOL]
+            model="bench", messages=messages, tools=TOOLS
         )
         answer = completion.choices[0].message
     return ChatReply(reply=answer.content or "")

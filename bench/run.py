@@ -43,6 +43,7 @@ class Measurement:
     concurrency: int
     server: str
     result: LoadResult
+    server_cpu_ms: float  # CPU time the server spent per request: steadier than req/s
     load_average: float
 
 
@@ -166,6 +167,11 @@ class Bench:
         return float(built.stdout)
 
 
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def _load_average() -> float:
     return os.getloadavg()[0]
 
@@ -200,12 +206,17 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                     # its shared history only grows, and every turn sends all of it.
                     with ExitStack() as naive:
                         if name in shared:
-                            url, requests = shared[name][0], args.requests
+                            (url, pid), requests = shared[name], args.requests
                         else:
-                            url = naive.enter_context(bench.server(name))[0]
+                            url, pid = naive.enter_context(bench.server(name))
                             requests = min(args.requests, args.naive_requests)
+                        server = psutil.Process(pid)
+                        cpu_before = _cpu_seconds(server)
                         result = asyncio.run(drive(url, API_KEY, scenario, level, requests))
-                    measurements.append(Measurement(scenario, level, name, result, _load_average()))
+                        cpu_ms = (_cpu_seconds(server) - cpu_before) / requests * 1000
+                    measurements.append(
+                        Measurement(scenario, level, name, result, cpu_ms, _load_average())
+                    )
                     print(_row(measurements[-1]), flush=True)
         url, pid = shared["a"]
         rss_before = psutil.Process(pid).memory_info().rss
@@ -223,8 +234,8 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
 
 HEADER = (
     "| scenario | concurrency | server | requests | req/s | p50 ms | p99 ms | errors "
-    "| cross-talk |\n"
-    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| cross-talk | server CPU ms/request | load average |\n"
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -233,23 +244,25 @@ def _row(m: Measurement) -> str:
     return (
         f"| {m.scenario} | {m.concurrency} | ({m.server}) {SERVERS[m.server]} | {r.requests} "
         f"| {r.rps:.0f} "
-        f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cross_talk} |"
+        f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cross_talk} "
+        f"| {m.server_cpu_ms:.2f} | {m.load_average:.1f} |"
     )
 
 
 def report(figures: dict[str, Any]) -> str:
     measurements: list[Measurement] = figures["measurements"]
-    by_key = {(m.scenario, m.concurrency, m.server): m.result for m in measurements}
+    by_key = {(m.scenario, m.concurrency, m.server): m for m in measurements}
     lines = ["", HEADER, *(_row(m) for m in measurements), ""]
     lines += [
-        "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) | CPU (b)/(a) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario, level in dict.fromkeys((m.scenario, m.concurrency) for m in measurements):
         a, b = by_key[scenario, level, "a"], by_key[scenario, level, "b"]
         lines.append(
-            f"| {scenario} | {level} | {a.rps / b.rps:.2f} | {a.p50_ms / b.p50_ms:.2f} "
-            f"| {a.p99_ms / b.p99_ms:.2f} |"
+            f"| {scenario} | {level} | {a.result.rps / b.result.rps:.2f} "
+            f"| {a.result.p50_ms / b.result.p50_ms:.2f} | {a.result.p99_ms / b.result.p99_ms:.2f} "
+            f"| {b.server_cpu_ms / a.server_cpu_ms:.2f} |"
         )
     growth = figures["rss_after_mb"] - figures["rss_before_mb"]
     lines += [
