@@ -25,7 +25,7 @@ from autogen_core.models import (
     ModelInfo,
     UserMessage,
 )
-from autogen_core.tools import FunctionTool
+from autogen_core.tools import FunctionTool, ToolSchema
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from .fake_upstream import create_fake_upstream
@@ -92,6 +92,13 @@ class _JsonSafeFunctionTool(FunctionTool):
         super().__init__(service_tool.function, service_tool.description, service_tool.name)
         self._service_tool = service_tool
         self._max_chars = max_chars
+        self._schema = super().schema
+
+    @property
+    def schema(self) -> ToolSchema:
+        # AutoGen rebuilds the JSON schema from the arguments model on every model call, a
+        # tenth of a short turn's CPU; it cannot change, and nothing downstream mutates it.
+        return self._schema
 
     async def run_json(
         self,

@@ -15,7 +15,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def chat_service(request: Request) -> ChatService:
+async def chat_service(request: Request) -> ChatService:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     service: ChatService | None = getattr(request.app.state, "chat", None)
     if service is None:
         raise ApiError(503, "not_ready", "The service is still starting.", {"Retry-After": "1"})

@@ -213,11 +213,12 @@ class ChatService:
 
 
 async def _wait_for_disconnect(is_disconnected: DisconnectCheck) -> None:
-    # Polling: Starlette offers no event for a client that has gone away.
+    # Polling: Starlette offers no event for a client that has gone away. Sleeping first
+    # spares most turns any check: each costs a receive() with a cancel scope.
     while True:
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
         if await is_disconnected():
             return
-        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
 
 
 def _retrieve_outcome(run: asyncio.Task[TurnResult]) -> None:
