@@ -1,0 +1,47 @@
+"""The load benchmark (bench/) runs end to end in a tiny mode, so that its harness cannot rot.
+
+Speed is not asserted: this machine's load says nothing about the service.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from rendering import TEMPLATE
+
+TINY = ["--levels", "1,4", "--requests", "50", "--warmup", "10", "--naive-requests", "20"]
+
+
+def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the_floor(
+    tmp_path: Path,
+) -> None:
+    figures_file = tmp_path / "figures.json"
+    command = ["uv", "run", "--frozen", "--group", "bench", "python", "-m", "bench", *TINY]
+    command += ["--rss-requests", "50", "--json", str(figures_file)]
+    run = subprocess.run(
+        command,
+        cwd=TEMPLATE,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "| scenario | concurrency | req/s (a)/(b) |" in run.stdout
+    assert "Building one request-scoped agent:" in run.stdout
+
+    figures = json.loads(figures_file.read_text())
+    runs = {
+        (m["scenario"], m["concurrency"], m["server"]): m["result"] for m in figures["measurements"]
+    }
+    assert len(runs) == 2 * 2 * 3
+    for (scenario, level, server), result in runs.items():
+        if server in ("a", "b"):
+            assert (result["errors"], result["cross_talk"]) == (0, 0), (scenario, level, server)
+            assert result["requests"] == 50
+        if server == "c" and scenario == "plain":
+            # Every turn after the first reaches the model with the earlier turns' canaries.
+            assert result["cross_talk"] > 0, (scenario, level)
+    assert figures["rss_after_mb"] > 0
+    assert figures["agent_build_us"] > 0
