@@ -4,6 +4,7 @@ import asyncio
 import secrets
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +13,16 @@ import aiohttp
 from .upstream_stub import CANARY, TOOL_MARKER, expected_reply
 
 Scenario = Literal["plain", "tool"]
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """What one stretch of load saw, before summing up."""
+
+    latencies: list[float]
+    seconds: float
+    errors: int
+    cross_talk: int
 
 
 @dataclass(frozen=True)
@@ -27,10 +38,23 @@ class LoadResult:
     def rps(self) -> float:
         return self.requests / self.seconds
 
+    @classmethod
+    def of(cls, runs: Sequence[LoadRun]) -> "LoadResult":
+        latencies = [latency for run in runs for latency in run.latencies]
+        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+        return cls(
+            requests=len(latencies),
+            seconds=sum(run.seconds for run in runs),
+            p50_ms=cuts[49] * 1000,
+            p99_ms=cuts[98] * 1000,
+            errors=sum(run.errors for run in runs),
+            cross_talk=sum(run.cross_talk for run in runs),
+        )
+
 
 async def drive(
     url: str, api_key: str, scenario: Scenario, concurrency: int, requests: int
-) -> LoadResult:
+) -> LoadRun:
     """Send `requests` turns to `url`, `concurrency` at a time over kept-alive connections.
 
     A turn is an error when it fails or is answered with anything but 200, and cross-talk
@@ -71,12 +95,4 @@ async def drive(
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return LoadResult(
-        requests=requests,
-        seconds=seconds,
-        p50_ms=cuts[49] * 1000,
-        p99_ms=cuts[98] * 1000,
-        errors=errors,
-        cross_talk=cross_talk,
-    )
+    return LoadRun(latencies, seconds, errors, cross_talk)

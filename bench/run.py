@@ -21,7 +21,7 @@ import copier
 import psutil
 import yaml
 
-from .load import LoadResult, Scenario, drive
+from .load import LoadResult, LoadRun, Scenario, drive
 
 BENCH = Path(__file__).resolve().parent
 TEMPLATE = BENCH.parent
@@ -66,6 +66,11 @@ def _process(
             process.wait()
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment, less the virtual environment it runs in."""
+    return {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -106,8 +111,7 @@ class Bench:
             quiet=True,
         )
         self.answers = yaml.safe_load((self.service / ".copier-answers.yml").read_text())
-        env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-        env.pop("VIRTUAL_ENV", None)
+        env = {**_environment(), "UV_PYTHON_DOWNLOADS": "never"}
         subprocess.run(
             ["uv", "sync", "--frozen", "--no-dev", "--quiet"], cwd=self.service, env=env, check=True
         )
@@ -136,20 +140,13 @@ class Bench:
     def server(self, name: str) -> Iterator[tuple[str, int]]:
         """Start server `name` (see SERVERS); yield its chat URL and process id."""
         port = _free_port()
-        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
         if name == "a":
-            prefix = self.answers["env_prefix"]
-            env |= {
-                f"{prefix}MODEL_PROVIDER": "openai",
-                f"{prefix}MODEL_BASE_URL": self.upstream_url,
-                f"{prefix}MODEL_API_KEY": "bench",
-                f"{prefix}API_KEYS": json.dumps([API_KEY]),
-            }
+            env = self._service_env()
             module = f"{self.answers['package_name']}.runtime.cli"
             command = [self.python, "-m", module, "serve", "--port", str(port)]
             cwd = self.service
         else:
-            env["BENCH_UPSTREAM_URL"] = self.upstream_url
+            env = {**_environment(), "BENCH_UPSTREAM_URL": self.upstream_url}
             app = "passthrough:app" if name == "b" else "naive:app"
             command = [self.python, "-m", "uvicorn", app, "--port", str(port)]
             command += ["--no-access-log", "--log-level", "warning"]
@@ -159,9 +156,21 @@ class Bench:
             _wait_until_up(port, process, log)
             yield f"http://127.0.0.1:{port}/v1/chat", process.pid
 
+    def _service_env(self) -> dict[str, str]:
+        prefix = self.answers["env_prefix"]
+        return {
+            **_environment(),
+            f"{prefix}MODEL_PROVIDER": "openai",
+            f"{prefix}MODEL_BASE_URL": self.upstream_url,
+            f"{prefix}MODEL_API_KEY": "bench",
+            f"{prefix}API_KEYS": json.dumps([API_KEY]),
+        }
+
     def agent_build_microseconds(self) -> float:
         command = [self.python, str(BENCH / "agent_build.py"), self.answers["package_name"]]
-        built = subprocess.run(command, cwd=self.service, capture_output=True, text=True)
+        built = subprocess.run(
+            command, env=self._service_env(), cwd=self.service, capture_output=True, text=True
+        )
         if built.returncode != 0:
             raise RuntimeError(f"timing the agent build failed:\n{built.stderr}")
         return float(built.stdout)
@@ -191,9 +200,20 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _drive_measured(
+    url: str, pid: int, scenario: Scenario, concurrency: int, requests: int
+) -> tuple[LoadRun, float]:
+    """Drive load at `url`; also return the CPU seconds its server process spent meanwhile."""
+    server = psutil.Process(pid)
+    before = _cpu_seconds(server)
+    run = asyncio.run(drive(url, API_KEY, scenario, concurrency, requests))
+    return run, _cpu_seconds(server) - before
+
+
 def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     measurements: list[Measurement] = []
     with ExitStack() as stack:
+        per_round = max(args.requests // args.rounds, 1)
         bench.start_upstream(stack)
         shared = {name: stack.enter_context(bench.server(name)) for name in ("a", "b")}
         for url, _ in shared.values():
@@ -201,19 +221,25 @@ def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 asyncio.run(drive(url, API_KEY, scenario, 8, args.warmup))
         for scenario in get_args(Scenario):
             for level in args.levels:
+                # (a) and (b) take turns in rounds, so that both see the same moments of
+                # whatever else the machine is doing.
+                runs: dict[str, list[LoadRun]] = {name: [] for name in SERVERS}
+                cpu_seconds = dict.fromkeys(SERVERS, 0.0)
+                for _ in range(args.rounds):
+                    for name, (url, pid) in shared.items():
+                        run, cpu = _drive_measured(url, pid, scenario, level, per_round)
+                        runs[name].append(run)
+                        cpu_seconds[name] += cpu
+                # The naive server starts afresh for every level, and runs fewer turns: its
+                # shared history only grows, and every turn sends all of it.
+                with bench.server("c") as (url, pid):
+                    run, cpu_seconds["c"] = _drive_measured(
+                        url, pid, scenario, level, args.naive_requests
+                    )
+                    runs["c"].append(run)
                 for name in SERVERS:
-                    # The naive server starts afresh for every run, and runs fewer turns:
-                    # its shared history only grows, and every turn sends all of it.
-                    with ExitStack() as naive:
-                        if name in shared:
-                            (url, pid), requests = shared[name], args.requests
-                        else:
-                            url, pid = naive.enter_context(bench.server(name))
-                            requests = min(args.requests, args.naive_requests)
-                        server = psutil.Process(pid)
-                        cpu_before = _cpu_seconds(server)
-                        result = asyncio.run(drive(url, API_KEY, scenario, level, requests))
-                        cpu_ms = (_cpu_seconds(server) - cpu_before) / requests * 1000
+                    result = LoadResult.of(runs[name])
+                    cpu_ms = cpu_seconds[name] / result.requests * 1000
                     measurements.append(
                         Measurement(scenario, level, name, result, cpu_ms, _load_average())
                     )
@@ -286,7 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--levels", type=_levels, default=[1, 8, 32, 64], help="concurrencies")
     parser.add_argument(
-        "--requests", type=int, default=1000, help="requests per server, scenario and level"
+        "--requests", type=int, default=2000, help="requests per server, scenario and level"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="turns (a) and (b) take at each level, each with its share of the requests",
     )
     parser.add_argument(
         "--naive-requests",

@@ -10,7 +10,18 @@ from pathlib import Path
 
 from rendering import TEMPLATE
 
-TINY = ["--levels", "1,4", "--requests", "50", "--warmup", "10", "--naive-requests", "20"]
+TINY = [
+    "--levels",
+    "1,4",
+    "--requests",
+    "50",
+    "--rounds",
+    "2",
+    "--warmup",
+    "10",
+    "--naive-requests",
+    "20",
+]
 
 
 def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the_floor(
