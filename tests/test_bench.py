@@ -10,26 +10,15 @@ from pathlib import Path
 
 from rendering import TEMPLATE
 
-TINY = [
-    "--levels",
-    "1,4",
-    "--requests",
-    "50",
-    "--rounds",
-    "2",
-    "--warmup",
-    "10",
-    "--naive-requests",
-    "20",
-]
+TINY = "--levels 1,4 --requests 50 --rounds 2 --warmup 10 --naive-requests 20 --rss-requests 50"
 
 
 def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the_floor(
     tmp_path: Path,
 ) -> None:
     figures_file = tmp_path / "figures.json"
-    command = ["uv", "run", "--frozen", "--group", "bench", "python", "-m", "bench", *TINY]
-    command += ["--rss-requests", "50", "--json", str(figures_file)]
+    command = ["uv", "run", "--frozen", "--group", "bench", "python", "-m", "bench"]
+    command += [*TINY.split(), "--json", str(figures_file)]
     run = subprocess.run(
         command,
         cwd=TEMPLATE,
