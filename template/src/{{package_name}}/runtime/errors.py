@@ -102,7 +102,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
-        types = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        types = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }
         return error_response(
             error.status_code,
             types.get(error.status_code, "http_error"),
