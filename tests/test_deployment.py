@@ -155,11 +155,12 @@ def test_the_build_stage_installs_the_service_from_the_build_context_alone(
     assert keyword == "CMD"
     executable = yaml.safe_load(arguments)[0]  # exec form: a JSON list
     assert (app / ".venv" / "bin" / executable).is_file()
-    package = rendered.answers["package_name"]
+    package, prefix = rendered.answers["package_name"], rendered.answers["env_prefix"]
     started = subprocess.run(
         [str(app / ".venv" / "bin" / "python"), "-c", f"import {package}.main"],
         cwd=tmp_path,
-        env=env,
+        # Building the app validates the settings; production ones would need API keys.
+        env={**env, f"{prefix}ENVIRONMENT": "development"},
         capture_output=True,
         text=True,
     )
