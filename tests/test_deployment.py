@@ -186,7 +186,10 @@ def test_the_image_holds_the_tiktoken_encoding_the_default_model_needs(
         "build_token_counter(Settings(token_counter='tiktoken'))\n"
         "print(*asked)\n"
     )
-    needed = rendered.run("python", "-c", probe).stdout.split()
+    prefix = rendered.answers["env_prefix"]
+    needed = rendered.run(
+        "python", "-c", probe, env={f"{prefix}ENVIRONMENT": "development"}
+    ).stdout.split()
     assert needed and set(needed) <= set(re.findall(r"'([a-z0-9_]+)'", baked[1]))
 
 
@@ -255,6 +258,7 @@ def test_the_pre_commit_config_is_valid_and_guards_against_update_leftovers(
             *files,
             cwd=rendered.path,
             PRE_COMMIT_HOME=home,
+            RUFF_NO_CACHE="true",  # the render is shared: leave no cache of the planted files
         )
 
     package = rendered.answers["package_name"]
