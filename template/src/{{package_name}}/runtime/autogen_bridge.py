@@ -6,14 +6,20 @@ dropped with it, because an `AssistantAgent` keeps the conversation it ran.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 import structlog
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import TextMessage, ToolCallRequestEvent
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.messages import (
+    ModelClientStreamingChunkEvent,
+    TextMessage,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
 from autogen_core import CancellationToken
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import (
@@ -33,7 +39,7 @@ from .history import trim_to_budget
 from .schemas import ChatMessage
 from .settings import RuntimeSettings
 from .tokens import TokenCounter, message_tokens
-from .tools import ServiceTool
+from .tools import ServiceTool, is_tool_error
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +60,42 @@ AgentTool = FunctionTool
 
 
 @dataclass(frozen=True)
+class TextDelta:
+    """A piece of the model's text, as it streams in."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    name: str
+    arguments: str  # as the model wrote them: may be invalid JSON, may hold personal data
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    name: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
 class TurnResult:
+    """The turn's end: always the last event of a run."""
+
     reply: str
     prompt_tokens: int
     completion_tokens: int
     tool_calls: int
+
+
+TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
+
+
+class _UsageReportingClient(OpenAIChatCompletionClient):
+    """Asks for token usage on streamed calls too; otherwise a streamed turn reports 0."""
+
+    def create_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return super().create_stream(*args, **{**kwargs, "include_usage": True})
 
 
 def build_model_client(settings: RuntimeSettings) -> ChatCompletionClient:
@@ -80,9 +117,9 @@ def build_model_client(settings: RuntimeSettings) -> ChatCompletionClient:
         # Local servers such as Ollama take no key, but the SDK insists on one.
         options["api_key"] = key.get_secret_value() if key else "unused"
     try:
-        return OpenAIChatCompletionClient(**options)
+        return _UsageReportingClient(**options)
     except ValueError:  # a model name the client has no capability table for
-        return OpenAIChatCompletionClient(**options, model_info=_GENERIC_MODEL_INFO)
+        return _UsageReportingClient(**options, model_info=_GENERIC_MODEL_INFO)
 
 
 class _JsonSafeFunctionTool(FunctionTool):
@@ -212,9 +249,14 @@ async def run_turn(
     history_budget: int,
     count_tokens: TokenCounter,
     payload_logging: PayloadLogging,
+    stream_text: bool,
     cancellation_token: CancellationToken,
-) -> TurnResult:
-    """Answer the newest user message, with the earlier messages as history, on a fresh agent."""
+) -> AsyncIterator[TurnEvent]:
+    """Answer the newest user message, with the earlier messages as history, on a fresh agent.
+
+    Yields tool calls as they start and finish, text deltas when `stream_text` is set, and
+    a `TurnResult` last.
+    """
     *history, newest = messages
     agent = AssistantAgent(
         name=agent_name,
@@ -229,11 +271,25 @@ async def run_turn(
         ),
         reflect_on_tool_use=True,
         max_tool_iterations=max_tool_iterations,
+        model_client_stream=stream_text,
     )
-    result = await agent.run(
-        task=TextMessage(content=newest.content, source="user"),
-        cancellation_token=cancellation_token,
-    )
+    task = TextMessage(content=newest.content, source="user")
+    async for item in agent.run_stream(task=task, cancellation_token=cancellation_token):
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            yield TextDelta(item.content)
+        elif isinstance(item, ToolCallRequestEvent):
+            for call in item.content:
+                yield ToolCallStarted(call.name, call.arguments)
+        elif isinstance(item, ToolCallExecutionEvent):
+            for result in item.content:
+                # Our tools answer errors as JSON; AutoGen flags only what it caught itself.
+                failed = result.is_error or is_tool_error(result.content)
+                yield ToolCallFinished(result.name, failed)
+        elif isinstance(item, TaskResult):
+            yield _turn_result(item)
+
+
+def _turn_result(result: TaskResult) -> TurnResult:
     usages = [m.models_usage for m in result.messages if m.models_usage is not None]
     return TurnResult(
         reply=result.messages[-1].to_text(),

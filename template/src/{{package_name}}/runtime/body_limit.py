@@ -3,7 +3,7 @@
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
+from .errors import ApiError, error_response
 
 
 class BodySizeLimitMiddleware:
@@ -20,7 +20,7 @@ class BodySizeLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self._max_bytes:
-            response = error_response(413, "body_too_large", self._message())
+            response = error_response(ApiError(413, "body_too_large", self._message()))
             await response(scope, receive, send)
             return
         received = 0
