@@ -3,6 +3,7 @@
 import re
 import tomllib
 
+import pytest
 from rendering import VARIANTS, Rendered
 
 # A Jinja expression or statement; plain `}}` closing nested dicts is fine.
@@ -68,6 +69,16 @@ def test_the_console_script_validates_settings_before_serving(rendered: Rendered
     assert result.returncode == 2
     assert f"{prefix}MODEL_API_KEY" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_to_start_without_api_keys(rendered: Rendered) -> None:
+    if rendered.answers["auth"] != "api_key":
+        pytest.skip("rendered with auth: none")
+    slug, prefix = rendered.answers["project_slug"], rendered.answers["env_prefix"]
+    result = rendered.run(slug, "serve", check=False)
+    assert result.returncode == 2
+    assert f"{prefix}API_KEYS is empty" in result.stderr
+    assert f"{prefix}ENVIRONMENT=development" in result.stderr
 
 
 def test_the_trimming_benchmark_runs_and_prints_its_figure(rendered: Rendered) -> None:

@@ -27,17 +27,23 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    def body(self) -> dict[str, dict[str, str]]:
+        request_id = current_request_id()
+        return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}
+
+
+def internal_error() -> ApiError:
+    """What a client is told of a bug: nothing it could act on, nothing that leaks."""
+    return ApiError(500, "internal_error", "The service failed unexpectedly.")
+
 
 def current_request_id() -> str:
     return structlog.contextvars.get_contextvars().get("request_id", "")
 
 
-def error_response(
-    status: int, type: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    structlog.contextvars.bind_contextvars(error_type=type)
-    body = {"error": {"type": type, "message": message, "request_id": current_request_id()}}
-    return JSONResponse(body, status_code=status, headers=headers)
+def error_response(error: ApiError) -> JSONResponse:
+    structlog.contextvars.bind_contextvars(error_type=error.type)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def upstream_error(error: Exception) -> ApiError:
@@ -94,18 +100,21 @@ def _validation_message(error: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status, error.type, error.message, error.headers)
+        return error_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(error))
+        return error_response(ApiError(422, "invalid_request", _validation_message(error)))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
-        types = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        types = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+        }
+        error_type = types.get(error.status_code, "http_error")
         return error_response(
-            error.status_code,
-            types.get(error.status_code, "http_error"),
-            str(error.detail),
-            error.headers,
+            ApiError(error.status_code, error_type, str(error.detail), error.headers)
         )

@@ -10,6 +10,9 @@ It answers `POST /v1/chat/completions` from the last message it is sent:
   `/fault KIND*N` only for the first N attempts of that exact message (see `FAULTS`);
 - anything else is echoed back.
 
+A request with `"stream": true` is answered with `chat.completion.chunk` events, a word
+at a time, and a usage chunk when `stream_options.include_usage` asks for one.
+
 The `offline` provider runs it in-process, so the service's real openai client path
 is exercised with no network; `serve fake-upstream` runs it over HTTP for development.
 """
@@ -60,29 +63,36 @@ def create_fake_upstream(
             record.append(body)
         last = body["messages"][-1]
         fault = _FAULT.match(_text(last).strip()) if faults and last["role"] == "user" else None
+        kind = None
         if fault:
             attempts[_text(last)] += 1
             times = fault["times"]
             if times is None or attempts[_text(last)] <= int(times):
-                return await _fault(fault["kind"], body)
-        return JSONResponse(_completion(body))
+                kind = fault["kind"]
+        if kind in FAULTS:
+            status, headers = FAULTS[kind]
+            error = {"error": {"message": f"injected {kind}", "type": "fault", "code": kind}}
+            return JSONResponse(error, status_code=status, headers=headers)
+        if kind == "malformed":
+            return Response('{"choices": [', media_type="application/json")
+        completion = _completion(body)
+        if kind is not None and kind not in ("slow", "drop") and not _spoil(completion, kind, body):
+            return JSONResponse({"error": {"message": f"unknown fault {kind}"}}, status_code=418)
+        if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = _stream_chunks(completion, usage, kind)
+            return StreamingResponse(chunks, media_type="text/event-stream")
+        if kind == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        if kind == "drop":
+            return StreamingResponse(_drop_mid_body(), media_type="application/json")
+        return JSONResponse(completion)
 
     return app
 
 
-async def _fault(kind: str, body: dict[str, Any]) -> Response:
-    if kind in FAULTS:
-        status, headers = FAULTS[kind]
-        error = {"error": {"message": f"injected {kind}", "type": "fault", "code": kind}}
-        return JSONResponse(error, status_code=status, headers=headers)
-    if kind == "slow":
-        await asyncio.sleep(SLOW_SECONDS)
-        return JSONResponse(_completion(body))
-    if kind == "drop":
-        return StreamingResponse(_drop_mid_body(), media_type="application/json")
-    if kind == "malformed":
-        return Response('{"choices": [', media_type="application/json")
-    completion = _completion(body)
+def _spoil(completion: dict[str, Any], kind: str, body: dict[str, Any]) -> bool:
+    """Turn a good completion into the faulty one `kind` names; False for an unknown kind."""
     message = completion["choices"][0]["message"]
     if kind == "empty":
         message["content"] = None
@@ -95,13 +105,52 @@ async def _fault(kind: str, body: dict[str, Any]) -> Response:
         message.update(content=None, tool_calls=[call])
         completion["choices"][0]["finish_reason"] = "tool_calls"
     else:
-        return JSONResponse({"error": {"message": f"unknown fault {kind}"}}, status_code=418)
-    return JSONResponse(completion)
+        return False
+    return True
 
 
 async def _drop_mid_body() -> AsyncIterator[bytes]:
     yield b'{"id": "chatcmpl-dropped", '
     raise ConnectionAbortedError("injected: connection dropped mid-answer")
+
+
+async def _stream_chunks(
+    completion: dict[str, Any], include_usage: bool, fault: str | None
+) -> AsyncIterator[bytes]:
+    """The completion as `chat.completion.chunk` events: a word at a time, as models do.
+
+    `slow` pauses after the first piece and `drop` breaks the connection there, so that
+    the client has already seen part of the answer.
+    """
+    envelope = {key: completion[key] for key in ("id", "created", "model")}
+    envelope["object"] = "chat.completion.chunk"
+    for index, choice in enumerate(_chunk_choices(completion)):
+        yield _server_sent({**envelope, "choices": [choice]})
+        if index == 1 and fault == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        if index == 1 and fault == "drop":
+            raise ConnectionAbortedError("injected: connection dropped mid-stream")
+    if include_usage:
+        yield _server_sent({**envelope, "choices": [], "usage": completion["usage"]})
+    yield b"data: [DONE]\n\n"
+
+
+def _server_sent(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _chunk_choices(completion: dict[str, Any]) -> list[dict[str, Any]]:
+    if not completion["choices"]:
+        return []
+    choice = completion["choices"][0]
+    message = choice["message"]
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    deltas += [{"content": piece} for piece in re.findall(r"\s*\S+", message["content"] or "")]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        deltas.append({"tool_calls": [{"index": index, **call}]})
+    chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
+    chunks.append({"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]})
+    return chunks
 
 
 def _completion(body: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
+from .errors import error_response, internal_error
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -54,7 +54,7 @@ class RequestContextMiddleware:
         except Exception:
             log.exception("unhandled error")
             if status is None:
-                response = error_response(500, "internal_error", "The service failed unexpectedly.")
+                response = error_response(internal_error())
                 await response(scope, receive, send_with_request_id)
         finally:
             log.info(

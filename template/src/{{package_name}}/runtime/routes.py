@@ -10,7 +10,7 @@ from .service import ChatService
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (413, 422, 429, 500, 502, 503, 504)
 }
 
@@ -32,7 +32,7 @@ async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, 
     return {"status": "ready"}
 
 
-@router.post("/v1/chat", summary="Answer the newest user turn", responses=_ERRORS)
+@router.post("/v1/chat", summary="Answer the newest user turn", responses=ERROR_RESPONSES)
 async def chat(
     body: ChatRequest, request: Request, service: Annotated[ChatService, Depends(chat_service)]
 ) -> ChatResponse:

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import openai
@@ -10,16 +10,22 @@ import structlog
 
 from .autogen_bridge import (
     AgentTool,
+    CancellationToken,
     ModelClient,
     PayloadLogging,
+    TurnEvent,
     TurnResult,
     new_cancellation_token,
     prompt_overhead_tokens,
     raised_by_framework,
     run_turn,
 )
-from .errors import ApiError, upstream_error
-from .schemas import ChatRequest, ChatResponse, Usage
+from .errors import ApiError, internal_error, upstream_error
+from .schemas import (
+    ChatRequest,
+    ChatResponse,
+    Usage,
+)
 from .settings import ENV_PREFIX, ConfigurationError, RuntimeSettings
 from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool
@@ -74,13 +80,13 @@ class ChatService:
         count_tokens: TokenCounter,
         history_budget: int,
     ) -> None:
-        self._settings = settings
+        self.settings = settings
         self._agent = agent
         self._model_client = model_client
         self._tools = tuple(tools)
         self._count_tokens = count_tokens
         self._history_budget = history_budget
-        self._runs = asyncio.Semaphore(settings.max_concurrent_runs)
+        self.runs_in_flight = 0
         self._payload_logging: PayloadLogging = (
             "content"
             if settings.log_payload_content_unsafe
@@ -91,7 +97,7 @@ class ChatService:
 
     def _check_limits(self, request: ChatRequest) -> None:
         """Limits that depend on settings; the request model checks the rest."""
-        limits = self._settings
+        limits = self.settings
         if len(request.messages) > limits.request_max_messages:
             raise ApiError(
                 422,
@@ -119,8 +125,15 @@ class ChatService:
     async def answer(
         self, request: ChatRequest, request_id: str, is_disconnected: DisconnectCheck
     ) -> ChatResponse:
-        self._check_limits(request)
-        turn = await self._run_within_deadline(request, is_disconnected)
+        turn = self.start_turn(request, is_disconnected, stream_text=False)
+        try:
+            while not isinstance(event := await turn.next_event(), TurnResult):
+                pass
+        finally:
+            turn.close()
+        return self.response(event, request_id)
+
+    def response(self, turn: TurnResult, request_id: str) -> ChatResponse:
         if not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
         structlog.contextvars.bind_contextvars(
@@ -131,85 +144,133 @@ class ChatService:
         return ChatResponse(
             reply=turn.reply,
             request_id=request_id,
-            provider=self._settings.model_provider,
-            model=self._settings.model_label,
+            provider=self.settings.model_provider,
+            model=self.settings.model_label,
             usage=Usage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens),
             tool_calls=turn.tool_calls,
         )
 
-    async def _run_within_deadline(
-        self, request: ChatRequest, is_disconnected: DisconnectCheck
-    ) -> TurnResult:
-        """Run the turn until it ends, the deadline passes or the client goes away.
+    def _run_ended(self) -> None:
+        self.runs_in_flight -= 1
 
-        The run is waited on, not awaited: a run that ignores cancellation (a stuck tool,
-        say) cannot hold the request past its deadline, though it keeps its concurrency
-        slot until it ends. A tool that blocks the event loop stalls everything: async
-        tools must await, blocking code belongs in sync tools (run in threads).
-        """
-        if self._runs.locked():
+    def start_turn(
+        self, request: ChatRequest, is_disconnected: DisconnectCheck, *, stream_text: bool
+    ) -> "Turn":
+        self._check_limits(request)
+        if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
                 503,
                 "overloaded",
                 "The service is answering as many turns as it can; retry shortly.",
                 {"Retry-After": "1"},
             )
-        await self._runs.acquire()  # a free semaphore is taken without waiting
+        self.runs_in_flight += 1
         token = new_cancellation_token()
-        run = asyncio.create_task(
-            run_turn(
-                model_client=self._model_client,
-                tools=self._tools,
-                agent_name=self._agent.name,
-                system_prompt=self._agent.system_prompt,
-                messages=request.messages,
-                max_tool_iterations=self._settings.agent_max_tool_iterations,
-                history_budget=self._history_budget,
-                count_tokens=self._count_tokens,
-                payload_logging=self._payload_logging,
-                cancellation_token=token,
-            )
+        events = run_turn(
+            model_client=self._model_client,
+            tools=self._tools,
+            agent_name=self._agent.name,
+            system_prompt=self._agent.system_prompt,
+            messages=request.messages,
+            max_tool_iterations=self.settings.agent_max_tool_iterations,
+            history_budget=self._history_budget,
+            count_tokens=self._count_tokens,
+            payload_logging=self._payload_logging,
+            stream_text=stream_text,
+            cancellation_token=token,
         )
         # The slot is held until the run really ends, so abandoned runs still count.
-        run.add_done_callback(lambda _: self._runs.release())
-        client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
+        return Turn(
+            events,
+            token,
+            deadline_seconds=self.settings.request_deadline_seconds,
+            is_disconnected=is_disconnected,
+            on_end=self._run_ended,
+        )
+
+
+class Turn:
+    """One agent run, read event by event until it ends, the deadline passes or the client
+    goes away.
+
+    The run is a task of its own that is waited on, never awaited: a run that ignores
+    cancellation (a stuck tool, say) cannot hold the request past its deadline, though
+    it keeps its concurrency slot until it ends. A tool that blocks the event loop stalls
+    everything: async tools must await, blocking code belongs in sync tools (run in threads).
+    """
+
+    def __init__(
+        self,
+        events: AsyncIterator[TurnEvent],
+        token: CancellationToken,
+        *,
+        deadline_seconds: float,
+        is_disconnected: DisconnectCheck,
+        on_end: Callable[[], None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + deadline_seconds
+        self._token = token
+        self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        self._run = asyncio.create_task(self._forward(events))
+        self._run.add_done_callback(lambda _: on_end())
+        self._client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
+
+    async def _forward(self, events: AsyncIterator[TurnEvent]) -> None:
+        async for event in events:
+            self._events.put_nowait(event)
+
+    async def next_event(self) -> TurnEvent:
+        """The run's next event; `ApiError` when it failed, timed out or lost its client."""
+        if not self._events.empty():
+            return self._events.get_nowait()
+        next_event = asyncio.create_task(self._events.get())
+        remaining = self._deadline - asyncio.get_running_loop().time()
         try:
             done, _ = await asyncio.wait(
-                {run, client_gone},
-                timeout=self._settings.request_deadline_seconds,
+                {next_event, self._run, self._client_gone},
+                timeout=max(remaining, 0),
                 return_when=asyncio.FIRST_COMPLETED,
             )
-        except BaseException:  # the request itself was cancelled: take the run down with it
-            token.cancel()
-            run.cancel()
-            raise
         finally:
-            client_gone.cancel()
-        if run in done:
-            try:
-                return run.result()
-            except (openai.OpenAIError, json.JSONDecodeError) as error:
-                log.warning("model call failed", exc_info=True)
-                raise upstream_error(error) from error
-            except Exception as error:
-                if not raised_by_framework(error):
-                    raise
-                # AutoGen or the SDK failing on an answer it cannot use: empty choices,
-                # a body that is not a completion, tool calls past the iteration limit.
-                log.warning("model answer unusable", exc_info=True)
-                raise ApiError(
-                    502, "upstream_bad_answer", "The model gave an answer the service cannot use."
-                ) from error
-        token.cancel()
-        run.cancel()
-        run.add_done_callback(_retrieve_outcome)
-        if client_gone in done:
-            if (failure := client_gone.exception()) is not None:
+            next_event.cancel()
+        if next_event in done:
+            return next_event.result()
+        if self._run in done:
+            raise _run_failure(self._run)
+        if self._client_gone in done:
+            if (failure := self._client_gone.exception()) is not None:
                 log.error("disconnect check failed", exc_info=failure)
-                raise ApiError(500, "internal_error", "The service failed unexpectedly.")
+                raise internal_error() from failure
             log.info("client disconnected: run cancelled")
             raise ApiError(499, "client_disconnected", "The client closed the request.")
         raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
+
+    def close(self) -> None:
+        """Stop watching the client and, if the run has not ended, cancel it."""
+        self._client_gone.cancel()
+        if not self._run.done():
+            self._token.cancel()
+            self._run.cancel()
+            self._run.add_done_callback(_retrieve_outcome)
+
+
+def _run_failure(run: "asyncio.Task[None]") -> Exception:
+    """What a run that ended without its result raised, as the error to answer with."""
+    error = run.exception()
+    if error is None:  # AutoGen always ends a run with its result; this is a bug
+        return RuntimeError("the agent run ended without a result")
+    if isinstance(error, openai.OpenAIError | json.JSONDecodeError):
+        log.warning("model call failed", exc_info=error)
+        return upstream_error(error)
+    if raised_by_framework(error):
+        # AutoGen or the SDK failing on an answer it cannot use: empty choices,
+        # a body that is not a completion, tool calls past the iteration limit.
+        log.warning("model answer unusable", exc_info=error)
+        return ApiError(
+            502, "upstream_bad_answer", "The model gave an answer the service cannot use."
+        )
+    return error
 
 
 async def _wait_for_disconnect(is_disconnected: DisconnectCheck) -> None:
@@ -220,7 +281,7 @@ async def _wait_for_disconnect(is_disconnected: DisconnectCheck) -> None:
         await asyncio.sleep(DISCONNECT_POLL_SECONDS)
 
 
-def _retrieve_outcome(run: asyncio.Task[TurnResult]) -> None:
+def _retrieve_outcome(run: "asyncio.Task[None]") -> None:
     """Collect an abandoned run's end, so it is not reported as never retrieved."""
     if not run.cancelled() and run.exception() is not None:
         log.info("abandoned run ended with an error", error=type(run.exception()).__name__)

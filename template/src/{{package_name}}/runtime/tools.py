@@ -141,6 +141,17 @@ def tool_error_json(type: str, message: str, *, retryable: bool) -> str:
     return _dump({"error": {"type": type, "message": message, "retryable": retryable}})
 
 
+def is_tool_error(text: str) -> bool:
+    """Whether a tool's JSON text is the structured error `tool_error_json` writes."""
+    if not text.startswith('{"error":'):
+        return False
+    try:
+        error = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False  # a truncated result, say
+    return isinstance(error, dict) and set(error) == {"type", "message", "retryable"}
+
+
 def limit_size(text: str, max_chars: int) -> str:
     """Cut an oversized result, keeping the answer valid JSON and saying that it was cut."""
     if len(text) <= max_chars:
