@@ -21,11 +21,7 @@ from .autogen_bridge import (
     run_turn,
 )
 from .errors import ApiError, internal_error, upstream_error
-from .schemas import (
-    ChatRequest,
-    ChatResponse,
-    Usage,
-)
+from .schemas import ChatMessage, ChatRequest, ChatResponse, Usage
 from .settings import ENV_PREFIX, ConfigurationError, RuntimeSettings
 from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool
@@ -123,9 +119,13 @@ class ChatService:
             )
 
     async def answer(
-        self, request: ChatRequest, request_id: str, is_disconnected: DisconnectCheck
+        self,
+        request: ChatRequest,
+        request_id: str,
+        is_disconnected: DisconnectCheck,
+        history: Sequence[ChatMessage] = (),
     ) -> ChatResponse:
-        turn = self.start_turn(request, is_disconnected, stream_text=False)
+        turn = self.start_turn(request, is_disconnected, stream_text=False, history=history)
         try:
             while not isinstance(event := await turn.next_event(), TurnResult):
                 pass
@@ -154,8 +154,14 @@ class ChatService:
         self.runs_in_flight -= 1
 
     def start_turn(
-        self, request: ChatRequest, is_disconnected: DisconnectCheck, *, stream_text: bool
+        self,
+        request: ChatRequest,
+        is_disconnected: DisconnectCheck,
+        *,
+        stream_text: bool,
+        history: Sequence[ChatMessage] = (),
     ) -> "Turn":
+        """Start answering `request`, after `history` (a stored conversation) if given."""
         self._check_limits(request)
         if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
@@ -171,7 +177,7 @@ class ChatService:
             tools=self._tools,
             agent_name=self._agent.name,
             system_prompt=self._agent.system_prompt,
-            messages=request.messages,
+            messages=[*history, *request.messages],
             max_tool_iterations=self.settings.agent_max_tool_iterations,
             history_budget=self._history_budget,
             count_tokens=self._count_tokens,
