@@ -386,7 +386,9 @@ def test_the_service_reads_the_migrated_and_the_new_settings(updated: Update) ->
         "print(s.model_timeout_seconds, s.readiness_timeout_seconds, "
         "'model_timeout' in Settings.model_fields)"
     )
-    result = updated.service.run("python", "-c", code)  # reads .env from the service's root
+    # Reads .env from the service's root; development mode lets it load without API keys.
+    development = {f"{updated.service.answers['env_prefix']}ENVIRONMENT": "development"}
+    result = updated.service.run("python", "-c", code, env=development)
     assert result.stdout.split() == ["12.0", "5.0", "False"]
 
 

@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import pydantic
 import structlog
@@ -40,6 +40,19 @@ class UnserializableResultError(TypeError):
     """A tool returned a value that has no JSON form."""
 
 
+ToolOutcome = Literal[
+    "ok", "invalid_arguments", "tool_error", "unserializable_result", "tool_failed"
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolResult:
+    """The JSON text a tool call gives the model, and how the call went."""
+
+    text: str
+    outcome: ToolOutcome
+
+
 @dataclasses.dataclass(frozen=True)
 class ServiceTool:
     """A tool the agent can call; build it with `@tool`, once, at import time."""
@@ -51,28 +64,36 @@ class ServiceTool:
 
     async def invoke(self, arguments: Mapping[str, Any], *, max_chars: int) -> str:
         """Run the tool and return JSON text: its result, or a structured error. Never raises."""
+        return (await self.call(arguments, max_chars=max_chars)).text
+
+    async def call(self, arguments: Mapping[str, Any], *, max_chars: int) -> ToolResult:
+        """`invoke`, telling also how the call went."""
         try:
             result = self._validated(**arguments)
             if inspect.isawaitable(result):
                 result = await result
-            return limit_size(to_json_text(result), max_chars)
+            return ToolResult(limit_size(to_json_text(result), max_chars), "ok")
         except pydantic.ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
                 for e in error.errors(include_url=False)
             )
             log.warning("tool arguments rejected", tool=self.name, problems=problems)
-            return tool_error_json("invalid_arguments", problems, retryable=True)
+            text = tool_error_json("invalid_arguments", problems, retryable=True)
+            return ToolResult(text, "invalid_arguments")
         except ToolError as error:
             log.info("tool reported an error", tool=self.name, error_type=error.type)
-            return tool_error_json(error.type, str(error), retryable=error.retryable)
+            text = tool_error_json(error.type, str(error), retryable=error.retryable)
+            return ToolResult(text, "tool_error")
         except UnserializableResultError as error:
             log.error("tool result is not JSON-safe", tool=self.name, problem=str(error))
-            return tool_error_json("unserializable_result", str(error), retryable=False)
+            text = tool_error_json("unserializable_result", str(error), retryable=False)
+            return ToolResult(text, "unserializable_result")
         except Exception as error:
             log.exception("tool raised", tool=self.name)
             message = f"The tool failed with {type(error).__name__}."
-            return tool_error_json("tool_failed", message, retryable=False)
+            text = tool_error_json("tool_failed", message, retryable=False)
+            return ToolResult(text, "tool_failed")
 
 
 @overload
