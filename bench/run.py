@@ -93,9 +93,10 @@ def _wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> No
 class Bench:
     """The render, its environment, and how to start each server in it."""
 
-    def __init__(self, workdir: Path, pinned: bool) -> None:
+    def __init__(self, workdir: Path, pinned: bool, answer_overrides: dict[str, str]) -> None:
         self.workdir = workdir
         self.pinned = pinned
+        self.answer_overrides = answer_overrides
         self.service = workdir / "service"
         self.python = str(self.service / ".venv" / "bin" / "python")
         self.upstream_url = ""
@@ -105,6 +106,7 @@ class Bench:
         copier.run_copy(
             str(TEMPLATE),
             self.service,
+            data=self.answer_overrides,
             defaults=True,
             unsafe=True,
             vcs_ref="HEAD",
@@ -301,6 +303,13 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _answer(text: str) -> tuple[str, str]:
+    question, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"{text!r} is not QUESTION=VALUE")
+    return question, value
+
+
 def _levels(text: str) -> list[int]:
     return [int(level) for level in text.split(",")]
 
@@ -332,6 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-requests", type=int, default=5000, help="requests between the two RSS readings"
     )
+    parser.add_argument(
+        "--answer",
+        type=_answer,
+        action="append",
+        default=[],
+        metavar="QUESTION=VALUE",
+        help="render with this answer instead of the default (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
 
@@ -349,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         flush=True,
     )
+    print(f"answers other than the defaults: {dict(args.answer) or 'none'}", flush=True)
     print(f"load average at start: {_load_average():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="autogen-bench-") as workdir:
-        bench = Bench(Path(workdir), pinned)
+        bench = Bench(Path(workdir), pinned, dict(args.answer))
         bench.render_and_install()
         print(HEADER, flush=True)
         figures = measure(args, bench)
@@ -359,5 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at end: {_load_average():.2f}")
     if args.json:
         figures["measurements"] = [asdict(m) for m in figures["measurements"]]
-        args.json.write_text(json.dumps({"machine": machine, **figures}, indent=2))
+        args.json.write_text(
+            json.dumps({"machine": machine, "answers": dict(args.answer), **figures}, indent=2)
+        )
     return 0
