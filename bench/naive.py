@@ -8,34 +8,12 @@ environment as `uvicorn naive:app`, with the upstream's base URL in `BENCH_UPSTR
 """
 
 import os
-from typing import Literal
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ModelFamily, ModelInfo
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer
 from fastapi import FastAPI
-from pydantic import BaseModel
-
-SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
-
-
-class Message(BaseModel):
-    role: Literal["user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    messages: list[Message]
-
-
-class ChatReply(BaseModel):
-    reply: str
-
-
-def lookup_customer(customer_id: str) -> dict[str, str]:
-    """Look up a customer by id."""
-    return {"customer_id": customer_id, "name": "Ada Lovelace", "plan": "enterprise"}
-
 
 agent = AssistantAgent(
     name="support",

@@ -10,13 +10,12 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
+from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer
 from fastapi import FastAPI, Request
 from openai import AsyncOpenAI
-from pydantic import BaseModel
 
-SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
 # The tool schemas the rendered service sends for its default tools, so that both servers
 # ask the same of the openai SDK and of the upstream.
 TOOLS: Any = [
@@ -63,24 +62,6 @@ TOOLS: Any = [
         },
     },
 ]
-
-
-class Message(BaseModel):
-    role: Literal["user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    messages: list[Message]
-
-
-class ChatReply(BaseModel):
-    reply: str
-
-
-def lookup_customer(customer_id: str) -> dict[str, str]:
-    """The only tool the stub calls: the first one offered."""
-    return {"customer_id": customer_id, "name": "Ada Lovelace", "plan": "enterprise"}
 
 
 @asynccontextmanager
