@@ -1,5 +1,6 @@
 """A cap on request body size, enforced while the body arrives rather than after."""
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,8 +19,8 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
-        if declared is not None and declared > self._max_bytes:
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
             response = error_response(ApiError(413, "body_too_large", self._message()))
             await response(scope, receive, send)
             return
@@ -40,13 +41,3 @@ class BodySizeLimitMiddleware:
 
     def _message(self) -> str:
         return f"The request body is larger than the limit of {self._max_bytes} bytes."
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

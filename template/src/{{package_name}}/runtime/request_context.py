@@ -9,7 +9,7 @@ import time
 import uuid
 
 import structlog
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_response, internal_error
@@ -21,11 +21,8 @@ log = structlog.get_logger(__name__)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _SANE_REQUEST_ID.fullmatch(text) else None
-    return None
+    text = Headers(scope=scope).get(REQUEST_ID_HEADER)
+    return text if text is not None and _SANE_REQUEST_ID.fullmatch(text) else None
 
 
 class RequestContextMiddleware:
