@@ -55,7 +55,6 @@ def rename_in_settings(path: Path, renames: dict[str, str]) -> list[str]:
 def main(env_prefix: str, package_name: str, old_field: str, new_field: str) -> None:
     root = Path.cwd()
     old_variable, new_variable = (env_prefix + old_field).upper(), (env_prefix + new_field).upper()
-    print(f"migration: setting {old_field} is now {new_field} ({old_variable} -> {new_variable})")
     changes = []
     for env_file in sorted([*root.glob(".env"), *root.glob(".env.*")]):
         if env_file.is_file():
@@ -63,10 +62,10 @@ def main(env_prefix: str, package_name: str, old_field: str, new_field: str) -> 
     settings = Path("src", package_name, "settings.py")
     if settings.is_file():
         changes += rename_in_settings(settings, {old_field: new_field, old_variable: new_variable})
+    if changes:
+        print(f"migration: setting {old_field} is now {new_field} ({old_variable} -> {new_variable})")
     for change in changes:
         print(f"migration:   {change}")
-    if not changes:
-        print("migration:   nothing to change")
 
 
 if __name__ == "__main__":

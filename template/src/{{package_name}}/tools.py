@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from .runtime.tools import ToolError, tool
+from .runtime import ToolError, tool
 
 # Stands in for your customer database or API.
 _CUSTOMERS = {

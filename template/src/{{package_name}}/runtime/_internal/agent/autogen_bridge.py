@@ -6,14 +6,13 @@ dropped with it, because an `AssistantAgent` keeps the conversation it ran.
 """
 
 import json
-from collections.abc import {% if observability == "otel" %}AsyncGenerator, {% endif %}AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-{%- if observability == "otel" %}
 import openai
-{%- endif %}
 import structlog
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
@@ -28,9 +27,7 @@ from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
-{%- if observability == "otel" %}
     CreateResult,
-{%- endif %}
     FunctionExecutionResultMessage,
     LLMMessage,
     ModelFamily,
@@ -40,16 +37,11 @@ from autogen_core.models import (
 from autogen_core.tools import FunctionTool, ToolSchema
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+from ..http.schemas import ChatMessage
+from ..settings import CoreSettings
 from .fake_upstream import create_fake_upstream
 from .history import trim_to_budget
-{%- if observability == "otel" %}
-from .metrics import HISTORY_TRIMS, counts_runs_in_flight
-{%- endif %}
-from .schemas import ChatMessage
-from .settings import RuntimeSettings
-{%- if observability == "otel" %}
-from .telemetry import ModelCall, count_retry, model_call, record_tool_call
-{%- endif %}
+from .instrumentation import Instrumentation, ModelCallRecord
 from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool, is_tool_error
 
@@ -103,14 +95,45 @@ class TurnResult:
 TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
 
 
-class _UsageReportingClient(OpenAIChatCompletionClient):
-    """Asks for token usage on streamed calls too; otherwise a streamed turn reports 0."""
+class _ServiceModelClient(OpenAIChatCompletionClient):
+    """Asks for token usage on streamed calls too (otherwise a streamed turn reports 0), and
+    puts every model call under the instrumentation: AutoGen traces agents and tools, not
+    these calls."""
 
-    def create_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return super().create_stream(*args, **{**kwargs, "include_usage": True})
+    def __init__(self, instrumentation: Instrumentation, **options: Any) -> None:
+        super().__init__(**options)
+        self._model = options["model"]
+        self._observe = instrumentation.model_call
+
+    async def create(self, *args: Any, **kwargs: Any) -> CreateResult:
+        with self._observe(self._model) as call:
+            result = await super().create(*args, **kwargs)
+            _record_answer(call, result)
+        return result
+
+    async def create_stream(
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        with self._observe(self._model) as call:
+            stream = super().create_stream(*args, **{**kwargs, "include_usage": True})
+            async for item in stream:
+                if isinstance(item, CreateResult):
+                    _record_answer(call, item)
+                yield item
 
 
-def build_model_client(settings: RuntimeSettings) -> ChatCompletionClient:
+def _record_answer(call: ModelCallRecord, result: CreateResult) -> None:
+    call.answered(
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        finish_reason=result.finish_reason,
+        tool_names=[c.name for c in result.content] if isinstance(result.content, list) else [],
+    )
+
+
+def build_model_client(
+    settings: CoreSettings, instrumentation: Instrumentation
+) -> ChatCompletionClient:
     """The process-wide model client; the openai SDK inside does the retries and timeouts."""
     options: dict[str, Any] = {
         "model": settings.model_label,
@@ -119,68 +142,36 @@ def build_model_client(settings: RuntimeSettings) -> ChatCompletionClient:
     }
     if settings.model_provider == "offline":
         transport = httpx.ASGITransport(app=create_fake_upstream(), raise_app_exceptions=False)
-        options["http_client"] = httpx.AsyncClient(transport=transport)
+        http_client = httpx.AsyncClient(transport=transport)
         options["base_url"] = _OFFLINE_BASE_URL
         options["api_key"] = "offline"
     else:
+        http_client = openai.DefaultAsyncHttpxClient()
         if settings.model_base_url is not None:
             options["base_url"] = str(settings.model_base_url)
         key = settings.model_api_key
         # Local servers such as Ollama take no key, but the SDK insists on one.
         options["api_key"] = key.get_secret_value() if key else "unused"
-{%- if observability == "otel" %}
-        options["http_client"] = openai.DefaultAsyncHttpxClient()
-    # The SDK retries below AutoGen, where no result shows it: its attempts are counted here.
-    options["http_client"].event_hooks = {"request": [count_retry]}
-{%- endif %}
-{%- set client_class = "_ObservedModelClient" if observability == "otel" else "_UsageReportingClient" %}
+    if instrumentation.upstream_attempt is not None:
+        # The SDK retries below AutoGen, where no result shows it: each attempt is seen here.
+        http_client.event_hooks = {"request": [instrumentation.upstream_attempt]}
+    options["http_client"] = http_client
     try:
-        return {{ client_class }}(**options)
+        return _ServiceModelClient(instrumentation, **options)
     except ValueError:  # a model name the client has no capability table for
-        return {{ client_class }}(**options, model_info=_GENERIC_MODEL_INFO)
-{%- if observability == "otel" %}
-
-
-class _ObservedModelClient(_UsageReportingClient):
-    """Each model call traced and counted: AutoGen traces agents and tools, not these calls."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._model = options["model"]
-
-    async def create(self, *args: Any, **kwargs: Any) -> CreateResult:
-        with model_call(self._model) as call:
-            result = await super().create(*args, **kwargs)
-            _record_answer(call, result)
-        return result
-
-    async def create_stream(
-        self, *args: Any, **kwargs: Any
-    ) -> AsyncGenerator[str | CreateResult, None]:
-        with model_call(self._model) as call:
-            async for item in super().create_stream(*args, **kwargs):
-                if isinstance(item, CreateResult):
-                    _record_answer(call, item)
-                yield item
-
-
-def _record_answer(call: ModelCall, result: CreateResult) -> None:
-    call.answered(
-        prompt_tokens=result.usage.prompt_tokens,
-        completion_tokens=result.usage.completion_tokens,
-        finish_reason=result.finish_reason,
-        tool_names=[c.name for c in result.content] if isinstance(result.content, list) else [],
-    )
-{%- endif %}
+        return _ServiceModelClient(instrumentation, **options, model_info=_GENERIC_MODEL_INFO)
 
 
 class _JsonSafeFunctionTool(FunctionTool):
     """A FunctionTool whose arguments, result and errors are handled by `ServiceTool.invoke`."""
 
-    def __init__(self, service_tool: ServiceTool, max_chars: int) -> None:
+    def __init__(
+        self, service_tool: ServiceTool, max_chars: int, instrumentation: Instrumentation
+    ) -> None:
         super().__init__(service_tool.function, service_tool.description, service_tool.name)
         self._service_tool = service_tool
         self._max_chars = max_chars
+        self._record_outcome = instrumentation.tool_call
         self._schema = super().schema
 
     @property
@@ -198,22 +189,22 @@ class _JsonSafeFunctionTool(FunctionTool):
         # AutoGen's own span, which the base class opens and this override would otherwise lose.
         with trace_tool_span(self.name, tool_description=self.description, tool_call_id=call_id):
             result = await self._service_tool.call(args, max_chars=self._max_chars)
-{%- if observability == "otel" %}
-            record_tool_call(self.name, result.outcome)
-{%- endif %}
+            self._record_outcome(self.name, result.outcome)
         return result.text
 
     def return_value_as_string(self, value: Any) -> str:
         return str(value)
 
 
-def build_tools(service_tools: Sequence[ServiceTool], max_chars: int) -> list[FunctionTool]:
+def build_tools(
+    service_tools: Sequence[ServiceTool], max_chars: int, instrumentation: Instrumentation
+) -> list[FunctionTool]:
     """Wrap tools once at start-up: wrapping costs about a millisecond per tool."""
     names = [t.name for t in service_tools]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
-    return [_JsonSafeFunctionTool(t, max_chars) for t in service_tools]
+    return [_JsonSafeFunctionTool(t, max_chars, instrumentation) for t in service_tools]
 
 
 def prompt_overhead_tokens(
@@ -248,11 +239,13 @@ class TurnTrimmingContext(ChatCompletionContext):
         budget: int,
         count: TokenCounter,
         payload_logging: PayloadLogging = "off",
+        on_trim: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(initial_messages)
         self._budget = budget
         self._count = count
         self._payload_logging = payload_logging
+        self._on_trim = on_trim
         self._costs = [message_tokens(count, message_text(m)) for m in self._messages]
 
     async def add_message(self, message: LLMMessage) -> None:
@@ -285,9 +278,7 @@ class TurnTrimmingContext(ChatCompletionContext):
         trim = trim_to_budget(self._costs, starts_turn, self._budget)
         if trim.first_kept == 0:
             return
-{%- if observability == "otel" %}
-        HISTORY_TRIMS.inc()
-{%- endif %}
+        self._on_trim()
         log.info(
             "history trimmed",
             dropped_messages=trim.first_kept,
@@ -306,9 +297,6 @@ def _history_message(message: ChatMessage, agent_name: str) -> LLMMessage:
     return UserMessage(content=message.content, source="user")
 
 
-{% if observability == "otel" -%}
-@counts_runs_in_flight
-{% endif -%}
 async def run_turn(
     *,
     model_client: ChatCompletionClient,
@@ -322,6 +310,7 @@ async def run_turn(
     payload_logging: PayloadLogging,
     stream_text: bool,
     cancellation_token: CancellationToken,
+    instrumentation: Instrumentation,
 ) -> AsyncIterator[TurnEvent]:
     """Answer the newest user message, with the earlier messages as history, on a fresh agent.
 
@@ -339,25 +328,29 @@ async def run_turn(
             history_budget,
             count_tokens,
             payload_logging,
+            instrumentation.history_trimmed,
         ),
         reflect_on_tool_use=True,
         max_tool_iterations=max_tool_iterations,
         model_client_stream=stream_text,
     )
     task = TextMessage(content=newest.content, source="user")
-    async for item in agent.run_stream(task=task, cancellation_token=cancellation_token):
-        if isinstance(item, ModelClientStreamingChunkEvent):
-            yield TextDelta(item.content)
-        elif isinstance(item, ToolCallRequestEvent):
-            for call in item.content:
-                yield ToolCallStarted(call.name, call.arguments)
-        elif isinstance(item, ToolCallExecutionEvent):
-            for result in item.content:
-                # Our tools answer errors as JSON; AutoGen flags only what it caught itself.
-                failed = result.is_error or is_tool_error(result.content)
-                yield ToolCallFinished(result.name, failed)
-        elif isinstance(item, TaskResult):
-            yield _turn_result(item)
+    run = agent.run_stream(task=task, cancellation_token=cancellation_token)
+    with instrumentation.agent_run():
+        async with aclosing(run) as items:
+            async for item in items:
+                if isinstance(item, ModelClientStreamingChunkEvent):
+                    yield TextDelta(item.content)
+                elif isinstance(item, ToolCallRequestEvent):
+                    for call in item.content:
+                        yield ToolCallStarted(call.name, call.arguments)
+                elif isinstance(item, ToolCallExecutionEvent):
+                    for result in item.content:
+                        # Our tools answer errors as JSON; AutoGen flags only what it caught itself.
+                        failed = result.is_error or is_tool_error(result.content)
+                        yield ToolCallFinished(result.name, failed)
+                elif isinstance(item, TaskResult):
+                    yield _turn_result(item)
 
 
 def _turn_result(result: TaskResult) -> TurnResult:

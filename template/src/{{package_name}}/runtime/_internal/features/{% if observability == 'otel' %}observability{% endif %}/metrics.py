@@ -9,11 +9,7 @@ With several worker processes each worker counts on its own; set
 """
 
 import asyncio
-import functools
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
-from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.routing import iter_route_contexts
@@ -96,21 +92,6 @@ def route_template(scope: Scope) -> str:
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_REQUEST_DURATION.labels(method, route).observe(seconds)
-
-
-def counts_runs_in_flight(
-    run: Callable[..., AsyncIterator[Any]],
-) -> Callable[..., AsyncIterator[Any]]:
-    """Count an async generator function's runs in `agent_runs_in_flight` until they end."""
-
-    @functools.wraps(run)
-    async def counted(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        with AGENT_RUNS_IN_FLIGHT.track_inprogress():
-            async with aclosing(run(*args, **kwargs)) as items:
-                async for item in items:
-                    yield item
-
-    return counted
 
 
 def _registry() -> CollectorRegistry:

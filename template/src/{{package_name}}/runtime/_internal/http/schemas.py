@@ -31,31 +31,24 @@ class ChatMessage(BaseModel):
         return content
 
 
-{% if session_store == "redis" -%}
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 
 
-{% endif -%}
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(
         min_length=1,
-{%- if session_store == "redis" %}
         description="The conversation so far, oldest first, ending with the new user turn; "
         "with `session_id`, only the new messages: the stored ones come first.",
-{%- else %}
-        description="The conversation so far, oldest first; the last message is the new user turn.",
-{%- endif %}
     )
-{%- if session_store == "redis" %}
     session_id: str | None = Field(
         None,
         pattern=SESSION_ID_PATTERN,
         description="Continue this stored conversation (any id the client chooses: letters, "
-        "digits, `.`, `_`, `-`). The turn is saved only once it succeeded.",
+        "digits, `.`, `_`, `-`). The turn is saved only once it succeeded. Only services "
+        "with sessions keep conversations; the others answer 422.",
     )
-{%- endif %}
 
     @field_validator("messages")
     @classmethod
@@ -91,7 +84,11 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-# For the OpenAPI document: the statuses a chat endpoint may answer with this body.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in ({% if auth == "api_key" %}401, {% endif %}{% if session_store == "redis" %}404, 409, {% endif %}413, 422, 429, 500, 502, 503, 504)
-}
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """For the OpenAPI document: statuses an endpoint may answer with the error body."""
+    return {status: {"model": ErrorBody} for status in sorted(statuses)}
+
+
+# What any chat endpoint may answer, whichever features are installed; a feature that
+# adds a status (401, 409) documents it itself.
+ERROR_RESPONSES = error_responses(413, 422, 429, 500, 502, 503, 504)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import tiktoken
 
-from .settings import ConfigurationError, RuntimeSettings
+from ..settings import ConfigurationError, CoreSettings
 
 # What the chat format adds to each message (role, separators), per OpenAI's cookbook.
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -28,7 +28,7 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / 3)
 
 
-def build_token_counter(settings: RuntimeSettings) -> TokenCounter:
+def build_token_counter(settings: CoreSettings) -> TokenCounter:
     if settings.token_counter == "estimate":
         return estimate_tokens
     try:

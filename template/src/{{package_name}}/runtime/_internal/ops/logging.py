@@ -8,16 +8,15 @@ import logging
 import sys
 
 import structlog
-{%- if observability == "otel" %}
-from opentelemetry import trace
-{%- endif %}
 from pydantic import SecretStr
 
-from .settings import RuntimeSettings
+from ..settings import CoreSettings
 
 # AutoGen's event logger carries whole prompts and model replies: personal data.
 _CONTENT_LOGGERS = ("autogen_core.events", "autogen_agentchat.events")
 _HANDLER_NAME = "service"
+# Processors that features add to every line (the observability feature's trace ids).
+_enrichers: list[structlog.types.Processor] = []
 
 
 def _redact(secrets: list[str]) -> structlog.types.Processor:
@@ -29,27 +28,26 @@ def _redact(secrets: list[str]) -> structlog.types.Processor:
         return line
 
     return redact
-{%- if observability == "otel" %}
 
 
-def _add_trace_ids(
-    _: object, __: str, event: structlog.types.EventDict
+def add_enricher(processor: structlog.types.Processor) -> None:
+    """Run `processor` on every log line from now on, ours and the libraries'."""
+    if processor not in _enrichers:
+        _enrichers.append(processor)
+
+
+def _enrich(
+    logger: object, method: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
-    """The ids of the span current when the line was logged, so logs and traces join."""
-    span = trace.get_current_span().get_span_context()
-    if span.is_valid:
-        event["trace_id"] = format(span.trace_id, "032x")
-        event["span_id"] = format(span.span_id, "016x")
+    for processor in _enrichers:
+        event = processor(logger, method, event)
     return event
-{%- endif %}
 
 
-def configure_logging(settings: RuntimeSettings) -> None:
+def configure_logging(settings: CoreSettings) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
-{%- if observability == "otel" %}
-        _add_trace_ids,
-{%- endif %}
+        _enrich,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -101,7 +99,7 @@ def configure_logging(settings: RuntimeSettings) -> None:
         logging.getLogger(name).propagate = True
 
 
-def _secret_values(settings: RuntimeSettings) -> list[str]:
+def _secret_values(settings: CoreSettings) -> list[str]:
     """Every secret setting's value, long enough that blanking it cannot hide other text."""
     values = []
     for name in type(settings).model_fields:

@@ -1,5 +1,7 @@
-"""Helpers for testing the service: run it in-process, or serve an app over real HTTP."""
+"""Helpers for testing the service: call a tool, run the service in-process, or serve an app
+over real HTTP."""
 
+import json
 import socket
 import threading
 import time
@@ -10,9 +12,18 @@ from typing import Any, Self
 import httpx
 import uvicorn
 
-from .app import create_app
-from .service import AgentSpec
-from .settings import RuntimeSettings
+from ..agent.service import AgentSpec
+from ..agent.tools import ServiceTool
+from ..features import RuntimeSettings
+from ..http.app import create_app
+from ..settings import CoreSettings
+
+
+async def call_tool(tool: ServiceTool, /, **arguments: object) -> Any:
+    """What the model would receive from calling `tool` with `arguments`, parsed from JSON,
+    cut as the default `TOOL_RESULT_MAX_CHARS` cuts it."""
+    max_chars = CoreSettings.model_fields["tool_result_max_chars"].default
+    return json.loads(await tool.invoke(arguments, max_chars=max_chars))
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""The `{{ project_slug }}` command."""
+"""The service's command: `serve`, and the deterministic model server for tests."""
 
 import argparse
 import importlib
@@ -7,8 +7,9 @@ import sys
 
 import uvicorn
 
-from .fake_upstream import create_fake_upstream
-from .settings import ConfigurationError
+from ..agent.fake_upstream import create_fake_upstream
+from ..project import PACKAGE_NAME, PROJECT_SLUG
+from ..settings import ConfigurationError
 
 
 def worker_count(text: str) -> int:
@@ -19,7 +20,7 @@ def worker_count(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="{{ project_slug }}")
+    parser = argparse.ArgumentParser(prog=PROJECT_SLUG)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -47,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Building the app checks the whole configuration: fail here, with one message,
         # rather than with a traceback in every worker.
-        importlib.import_module("{{ package_name }}.main")
+        importlib.import_module(f"{PACKAGE_NAME}.main")
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 2
     uvicorn.run(
-        "{{ package_name }}.main:app",
+        f"{PACKAGE_NAME}.main:app",
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -1,4 +1,4 @@
-"""Settings every service of this template has, read from `{{ env_prefix }}*` variables."""
+"""Settings of the runtime's core, read from `<ENV_PREFIX>*` variables; features add theirs."""
 
 import re
 from typing import Literal, Self
@@ -6,9 +6,6 @@ from typing import Literal, Self
 from pydantic import (
     AnyHttpUrl,
     Field,
-{%- if session_store == "redis" %}
-    RedisDsn,
-{%- endif %}
     SecretStr,
     ValidationError,
     field_validator,
@@ -16,7 +13,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_PREFIX = "{{ env_prefix }}"
+from .project import DEFAULT_MODEL, ENV_PREFIX
+
 _ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
@@ -24,7 +22,9 @@ class ConfigurationError(Exception):
     """The environment describes a service that cannot start; the message says what to fix."""
 
 
-class RuntimeSettings(BaseSettings):
+class SettingsBase(BaseSettings):
+    """Where every settings class of the service reads from: the core's, each feature's."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
@@ -32,12 +32,16 @@ class RuntimeSettings(BaseSettings):
         protected_namespaces=(),
     )
 
+
+class CoreSettings(SettingsBase):
+    """The settings every service of this template has."""
+
     model_provider: Literal["offline", "openai"] = Field(
         "offline",
         description="`offline` answers from a deterministic local model (no network, no key); "
         "`openai` talks to any OpenAI-compatible server.",
     )
-    model_name: str = Field("{{ default_model }}", min_length=1, description="Model to ask for.")
+    model_name: str = Field(DEFAULT_MODEL, min_length=1, description="Model to ask for.")
     model_base_url: AnyHttpUrl | None = Field(
         None,
         description="Base URL of an OpenAI-compatible API (vLLM, Ollama, a gateway); "
@@ -87,35 +91,6 @@ class RuntimeSettings(BaseSettings):
         '`["https://app.example.com"]`. Empty: no CORS headers, browsers on other origins '
         "are refused. Credentials (cookies) are never allowed.",
     )
-{%- if auth == "api_key" %}
-    environment: Literal["production", "development"] = Field(
-        "production",
-        description="`development` lets the service start without API keys and take every "
-        "caller; `production` refuses to start without them.",
-    )
-    api_keys: list[SecretStr] = Field(
-        [],
-        description="Keys callers send as `Authorization: Bearer <key>`, as a JSON list such as "
-        '`["new-key", "old-key"]`: several keys are valid at once while clients move to a new '
-        "one. Never logged.",
-    )
-{%- endif %}
-{%- if session_store == "redis" %}
-    redis_url: RedisDsn = Field(
-        RedisDsn("redis://127.0.0.1:6379/0"),
-        description="Redis holding the sessions; every process of the service uses the same one.",
-    )
-    redis_timeout_seconds: float = Field(
-        2.0,
-        gt=0,
-        le=60,
-        description="Time limit of one Redis command or connection; past it the request gets "
-        "503 `session_store_unavailable`.",
-    )
-    session_ttl_seconds: int = Field(
-        86_400, ge=60, description="A session is forgotten this long after its last turn."
-    )
-{%- endif %}
     history_max_tokens: int = Field(
         16_000,
         ge=256,
@@ -130,13 +105,6 @@ class RuntimeSettings(BaseSettings):
         description="`estimate`: UTF-8 bytes / 3, an over-count that needs nothing on disk; "
         "`tiktoken`: exact for OpenAI models, needs the encoding in TIKTOKEN_CACHE_DIR.",
     )
-{%- if streaming %}
-    stream_tool_arguments: bool = Field(
-        False,
-        description="Send the model's tool arguments in `tool_call` stream events. Personal "
-        "data: for debugging only.",
-    )
-{%- endif %}
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level of log lines written."
     )
@@ -160,18 +128,6 @@ class RuntimeSettings(BaseSettings):
         description="Log the full text of what each model call is sent. Personal data: never "
         "in production.",
     )
-{%- if observability == "otel" %}
-    metrics_port: int | None = Field(
-        None,
-        ge=1,
-        le=65_535,
-        description="Serve Prometheus metrics on this port, with no API key, instead of on "
-        "`/metrics` of the main port behind the API's access control.",
-    )
-    metrics_host: str = Field(
-        "0.0.0.0", description="Address the separate metrics port listens on."
-    )
-{%- endif %}
 
     @property
     def model_label(self) -> str:
@@ -203,21 +159,6 @@ class RuntimeSettings(BaseSettings):
                 f"or {ENV_PREFIX}MODEL_BASE_URL for a server that takes no key"
             )
         return self
-{%- if auth == "api_key" %}
-
-    @model_validator(mode="after")
-    def _production_needs_api_keys(self) -> Self:
-        if self.environment == "production" and not self.api_keys:
-            raise ValueError(
-                f"{ENV_PREFIX}API_KEYS is empty, so nobody could call the service: set it to a "
-                f"JSON list of keys, or {ENV_PREFIX}ENVIRONMENT=development to run without keys"
-            )
-        for key in self.api_keys:
-            text = key.get_secret_value()
-            if not text or text.split() != [text]:
-                raise ValueError(f"{ENV_PREFIX}API_KEYS holds a key that is empty or has spaces")
-        return self
-{%- endif %}
 
     @field_validator("cors_allow_origins")
     @classmethod
@@ -231,7 +172,7 @@ class RuntimeSettings(BaseSettings):
         return origins
 
 
-def settings_reference(settings_class: type[RuntimeSettings]) -> str:
+def settings_reference(settings_class: type[SettingsBase]) -> str:
     """A Markdown table of every setting: variable, type, default and description."""
     rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in settings_class.model_fields.items():

@@ -1,4 +1,5 @@
-"""What one chat turn does, around the agent: deadline, error mapping, usage accounting."""
+"""What one chat turn does, around the agent: its conversation, deadline, error mapping,
+usage accounting."""
 
 import asyncio
 import json
@@ -8,6 +9,11 @@ from dataclasses import dataclass
 import openai
 import structlog
 
+from ..context import bind, current_caller, current_request_id
+from ..errors import ApiError, internal_error, upstream_error
+from ..http.schemas import ChatMessage, ChatRequest, ChatResponse, Usage
+from ..project import ENV_PREFIX
+from ..settings import ConfigurationError, CoreSettings
 from .autogen_bridge import (
     AgentTool,
     CancellationToken,
@@ -20,9 +26,8 @@ from .autogen_bridge import (
     raised_by_framework,
     run_turn,
 )
-from .errors import ApiError, internal_error, upstream_error
-from .schemas import ChatMessage, ChatRequest, ChatResponse, Usage
-from .settings import ENV_PREFIX, ConfigurationError, RuntimeSettings
+from .conversation import Conversation, Conversations
+from .instrumentation import Instrumentation
 from .tokens import TokenCounter, message_tokens
 from .tools import ServiceTool
 
@@ -46,7 +51,7 @@ class AgentSpec:
 
 
 def history_budget(
-    settings: RuntimeSettings,
+    settings: CoreSettings,
     agent: AgentSpec,
     tools: Sequence[AgentTool],
     count_tokens: TokenCounter,
@@ -69,19 +74,21 @@ class ChatService:
 
     def __init__(
         self,
-        settings: RuntimeSettings,
+        settings: CoreSettings,
         agent: AgentSpec,
         model_client: ModelClient,
         tools: Sequence[AgentTool],
         count_tokens: TokenCounter,
         history_budget: int,
+        instrumentation: Instrumentation,
     ) -> None:
         self.settings = settings
         self._agent = agent
         self._model_client = model_client
         self._tools = tuple(tools)
-        self._count_tokens = count_tokens
-        self._history_budget = history_budget
+        self.count_tokens = count_tokens
+        self.history_budget = history_budget
+        self._instrumentation = instrumentation
         self.runs_in_flight = 0
         self._payload_logging: PayloadLogging = (
             "content"
@@ -109,41 +116,59 @@ class ChatService:
                     f"messages.{index}.content: {len(message.content)} characters, more than "
                     f"the limit of {limits.request_max_message_chars}",
                 )
-        newest = message_tokens(self._count_tokens, request.messages[-1].content)
-        if newest > self._history_budget:
+        newest = message_tokens(self.count_tokens, request.messages[-1].content)
+        if newest > self.history_budget:
             raise ApiError(
                 413,
                 "input_too_long",
                 f"messages.{len(request.messages) - 1}.content: the newest message needs about "
-                f"{newest} tokens, more than the {self._history_budget} this service can send",
+                f"{newest} tokens, more than the {self.history_budget} this service can send",
             )
+
+    async def begin(
+        self,
+        request: ChatRequest,
+        conversations: Conversations,
+        is_disconnected: DisconnectCheck,
+        *,
+        stream_text: bool,
+    ) -> "ChatTurn":
+        """Begin answering `request`: take hold of its conversation and start the run."""
+        self._check_limits(request)
+        conversation = await conversations.begin(current_caller(), request)
+        try:
+            run = self._start_run(request, conversation.history, is_disconnected, stream_text)
+        except BaseException:
+            await conversation.release()
+            raise
+        return ChatTurn(self, conversation, run)
 
     async def answer(
         self,
         request: ChatRequest,
-        request_id: str,
+        conversations: Conversations,
         is_disconnected: DisconnectCheck,
-        history: Sequence[ChatMessage] = (),
     ) -> ChatResponse:
-        turn = self.start_turn(request, is_disconnected, stream_text=False, history=history)
+        """The whole turn at once: what `/v1/chat` answers."""
+        turn = await self.begin(request, conversations, is_disconnected, stream_text=False)
         try:
-            while not isinstance(event := await turn.next_event(), TurnResult):
+            while not isinstance(event := await turn.next_event(), ChatResponse):
                 pass
         finally:
-            turn.close()
-        return self.response(event, request_id)
+            await turn.close()
+        return event
 
-    def response(self, turn: TurnResult, request_id: str) -> ChatResponse:
+    def response(self, turn: TurnResult) -> ChatResponse:
         if not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
-        structlog.contextvars.bind_contextvars(
+        bind(
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,
             tool_calls=turn.tool_calls,
         )
         return ChatResponse(
             reply=turn.reply,
-            request_id=request_id,
+            request_id=current_request_id(),
             provider=self.settings.model_provider,
             model=self.settings.model_label,
             usage=Usage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens),
@@ -153,16 +178,13 @@ class ChatService:
     def _run_ended(self) -> None:
         self.runs_in_flight -= 1
 
-    def start_turn(
+    def _start_run(
         self,
         request: ChatRequest,
+        history: Sequence[ChatMessage],
         is_disconnected: DisconnectCheck,
-        *,
         stream_text: bool,
-        history: Sequence[ChatMessage] = (),
-    ) -> "Turn":
-        """Start answering `request`, after `history` (a stored conversation) if given."""
-        self._check_limits(request)
+    ) -> "AgentRun":
         if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
                 503,
@@ -179,14 +201,15 @@ class ChatService:
             system_prompt=self._agent.system_prompt,
             messages=[*history, *request.messages],
             max_tool_iterations=self.settings.agent_max_tool_iterations,
-            history_budget=self._history_budget,
-            count_tokens=self._count_tokens,
+            history_budget=self.history_budget,
+            count_tokens=self.count_tokens,
             payload_logging=self._payload_logging,
             stream_text=stream_text,
             cancellation_token=token,
+            instrumentation=self._instrumentation,
         )
         # The slot is held until the run really ends, so abandoned runs still count.
-        return Turn(
+        return AgentRun(
             events,
             token,
             deadline_seconds=self.settings.request_deadline_seconds,
@@ -195,7 +218,34 @@ class ChatService:
         )
 
 
-class Turn:
+class ChatTurn:
+    """A chat request being answered, bound to the conversation it continues.
+
+    `next_event` gives the run's events and, last, the response, once the turn is
+    committed to its conversation; `close` ends the run if it is still going and
+    releases the conversation. Every endpoint answers a turn through this class.
+    """
+
+    def __init__(self, service: ChatService, conversation: Conversation, run: "AgentRun") -> None:
+        self._service = service
+        self._conversation = conversation
+        self._run = run
+
+    async def next_event(self) -> TurnEvent | ChatResponse:
+        event = await self._run.next_event()
+        if not isinstance(event, TurnResult):
+            return event
+        response = self._service.response(event)
+        # Committed before the response is returned, so a response means a saved turn.
+        await self._conversation.commit(response.reply)
+        return response
+
+    async def close(self) -> None:
+        self._run.close()
+        await self._conversation.release()
+
+
+class AgentRun:
     """One agent run, read event by event until it ends, the deadline passes or the client
     goes away.
 

@@ -2,7 +2,7 @@
 
 The spans of a chat request:
 
-    POST /v1/chat                     HTTP server span (FastAPI instrumentation)
+    POST /v1/chat                     HTTP server span (ours: `RequestTelemetry`)
       create_agent <agent>            AutoGen
       invoke_agent <agent>            AutoGen
         chat <model>                  one per model call, retries included (ours)
@@ -22,30 +22,30 @@ from typing import Protocol
 
 import openai
 import structlog
-from fastapi import FastAPI
-from opentelemetry import context, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
-from .errors import current_request_id
+from ...context import current_request_id
+from ...project import PROJECT_SLUG
 from .metrics import (
     MODEL_TOKENS,
     TOOL_CALLS,
+    UNMATCHED_ROUTE,
     UPSTREAM_CALLS,
     UPSTREAM_RETRIES,
     observe_request,
     route_template,
 )
 
-DEFAULT_SERVICE_NAME = "{{ project_slug }}"
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # Probes and scrapes every few seconds would bury the traces worth reading.
-UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 REQUEST_ID_ATTRIBUTE = "request_id"
 
 _tracer = trace.get_tracer(__name__)
@@ -63,7 +63,7 @@ def build_tracer_provider(environ: Mapping[str, str] = os.environ) -> TracerProv
     """A tracer provider that exports over OTLP when the standard variables name an endpoint."""
     resource = Resource.create()
     if str(resource.attributes[SERVICE_NAME]).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+        resource = resource.merge(Resource({SERVICE_NAME: PROJECT_SLUG}))
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(_RequestIdProcessor())
     if any(environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
@@ -80,53 +80,70 @@ def configure_tracing() -> None:
         trace.set_tracer_provider(build_tracer_provider())
 
 
-def instrument(app: FastAPI) -> None:
+class RequestTelemetry:
     """A server span per HTTP request, continuing the caller's trace, and the HTTP metrics.
 
-    Call it before adding `RequestContextMiddleware`, which must stay outermost.
-    """
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=UNTRACED_PATHS, exclude_spans=["receive", "send"]
-    )
-    app.add_middleware(RequestTelemetryMiddleware)
-
-
-class RequestTelemetryMiddleware:
-    """The request id and error type on the HTTP span, and the HTTP metrics.
-
-    It runs inside `RequestContextMiddleware`, where the request id is bound, and
-    outside access control and routing, so refused requests are counted too.
+    Called by the runtime's own request middleware (`http.middleware.RequestObserver`),
+    outermost of all, so refused requests are counted too: one layer where a generic
+    ASGI instrumentation would add two, each wrapping every `receive` and `send`.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def start(self, scope: Scope) -> "ObservedRequest":
+        return ObservedRequest(scope)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+
+class ObservedRequest:
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._started = time.perf_counter()
+        self._span: trace.Span | None = None
+        if scope["path"] in UNTRACED_PATHS:
             return
-        span = trace.get_current_span()
-        span.set_attribute(REQUEST_ID_ATTRIBUTE, current_request_id())
-        started = time.perf_counter()
-        status = 500  # what an exception escaping the app turns into outside
+        caller_context = propagate.extract(Headers(scope=scope))
+        self._span = _tracer.start_span(
+            scope["method"],
+            context=caller_context,
+            kind=SpanKind.SERVER,
+            attributes={"http.method": scope["method"], "http.target": scope["path"]},
+        )
+        self._attached = context.attach(trace.set_span_in_context(self._span, caller_context))
 
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                # Now: the span may end with the response, before this middleware returns.
-                if error_type := _bound_error_type():
-                    span.set_attribute("error.type", error_type)
-            await send(message)
+    def response_started(self, status: int) -> None:
+        if self._span is None:
+            return
+        # Now: the error handlers have bound the error type, and a streamed response's
+        # body may run long after this.
+        self._span.set_attribute("http.status_code", status)
+        if error_type := _bound_error_type():
+            self._span.set_attribute("error.type", error_type)
+        if status >= 500:
+            self._span.set_status(Status(StatusCode.ERROR))
 
-        try:
-            await self.app(scope, receive, send_noting_status)
-        except Exception as error:
-            span.set_attribute("error.type", type(error).__name__)
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            observe_request(scope["method"], route_template(scope), status, seconds)
+    def finished(self, status: int, error: BaseException | None) -> None:
+        route = route_template(self._scope)
+        method = self._scope["method"]
+        observe_request(method, route, status, time.perf_counter() - self._started)
+        if self._span is None:
+            return
+        context.detach(self._attached)
+        if route != UNMATCHED_ROUTE:
+            self._span.update_name(f"{method} {route}")
+            self._span.set_attribute("http.route", route)
+        if error is not None:
+            self._span.set_attribute("error.type", type(error).__name__)
+            self._span.set_status(Status(StatusCode.ERROR))
+        self._span.end()
+
+
+def add_trace_ids(
+    _: object, __: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """The ids of the span current when the line was logged, so logs and traces join."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event["trace_id"] = format(span.trace_id, "032x")
+        event["span_id"] = format(span.span_id, "016x")
+    return event
 
 
 def _bound_error_type() -> str | None:

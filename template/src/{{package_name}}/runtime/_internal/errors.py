@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .settings import ENV_PREFIX
+from .context import bind, current_request_id
+from .project import ENV_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +38,8 @@ def internal_error() -> ApiError:
     return ApiError(500, "internal_error", "The service failed unexpectedly.")
 
 
-def current_request_id() -> str:
-    return structlog.contextvars.get_contextvars().get("request_id", "")
-
-
 def error_response(error: ApiError) -> JSONResponse:
-    structlog.contextvars.bind_contextvars(error_type=error.type)
+    bind(error_type=error.type)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 

@@ -1,0 +1,63 @@
+"""The conversation a turn continues: where its history comes from and where the turn goes.
+
+Every chat endpoint takes the same steps, written once in `service.ChatService.begin`:
+begin (lock the conversation, read its history) → run the turn → commit (save the turn
+with its reply) → release (unlock, whether or not it was committed). Without sessions
+the history is what the client sent and there is nothing to save; the sessions feature
+plugs in a store that keeps conversations in Redis.
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..errors import ApiError
+from ..http.schemas import ChatMessage, ChatRequest
+
+
+class Conversation(Protocol):
+    """One turn's hold on the conversation it continues."""
+
+    @property
+    def history(self) -> Sequence[ChatMessage]:
+        """Stored messages that come before the request's own."""
+        ...
+
+    async def commit(self, reply: str) -> None:
+        """Save the turn (the request's messages and `reply`), then release."""
+        ...
+
+    async def release(self) -> None:
+        """Let go without saving; does nothing once committed or released."""
+        ...
+
+
+class Conversations(Protocol):
+    async def begin(self, caller: str, request: ChatRequest) -> Conversation:
+        """Take hold of the conversation `request` continues, on behalf of `caller`."""
+        ...
+
+
+class Unsaved:
+    """A conversation the client carries: no stored history, nothing to save."""
+
+    history: Sequence[ChatMessage] = ()
+
+    async def commit(self, reply: str) -> None:
+        pass
+
+    async def release(self) -> None:
+        pass
+
+
+class ClientHeldConversations:
+    """Every conversation is the client's to send whole: a service without sessions."""
+
+    async def begin(self, caller: str, request: ChatRequest) -> Conversation:
+        if request.session_id is not None:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "session_id: this service keeps no sessions; send the whole conversation "
+                "in `messages` instead",
+            )
+        return Unsaved()

@@ -1,0 +1,32 @@
+"""What optional features plug into while the app is built.
+
+Each feature's `install(app, settings)` adds what it needs to the app's `Extensions`;
+the app factory reads them once every feature is installed.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from .agent.instrumentation import Instrumentation
+from .http.middleware import RequestObserver
+
+# Work around the service's life: entered in order at start-up, left in reverse at shutdown.
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class Extensions:
+    instrumentation: Instrumentation = field(default_factory=Instrumentation)
+    request_observer: RequestObserver | None = None
+    lifespans: list[Lifespan] = field(default_factory=list)
+
+
+def extensions(app: FastAPI) -> Extensions:
+    """The extension points of an app that `create_app` is building."""
+    found: Extensions | None = getattr(app.state, "extensions", None)
+    if found is None:
+        found = app.state.extensions = Extensions()
+    return found

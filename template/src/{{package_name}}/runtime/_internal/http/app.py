@@ -1,0 +1,96 @@
+"""The application factory: the core's routes and middleware, then each installed feature."""
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from ..agent.autogen_bridge import build_model_client, build_tools
+from ..agent.conversation import ClientHeldConversations
+from ..agent.service import AgentSpec, ChatService, history_budget
+from ..agent.tokens import build_token_counter
+from ..errors import install_error_handlers
+from ..extensions import extensions
+from ..features import INSTALLED, RuntimeSettings
+from ..ops.logging import configure_logging
+from ..project import ENV_PREFIX, PROJECT_NAME
+from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from .routes import router
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
+    configure_logging(settings)
+    app = FastAPI(title=PROJECT_NAME)
+    install_error_handlers(app)
+    app.include_router(router)
+    # Middleware: the last added runs first. The body limit is innermost; features add
+    # theirs around it (the API key check); CORS goes around those, since a preflight
+    # carries no key; the request context is outermost, so every line has a request id.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.request_max_body_bytes)
+    for feature in INSTALLED:
+        feature.install(app, settings)
+    plugged = extensions(app)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, observer=plugged.request_observer)
+
+    instrumentation = plugged.instrumentation
+    tools = (
+        build_tools(agent.tools, settings.tool_result_max_chars, instrumentation)
+        if settings.tools_enabled
+        else []
+    )
+    count_tokens = build_token_counter(settings)
+    budget = history_budget(settings, agent, tools, count_tokens)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Created here, not at import: a client bound to another event loop fails later.
+        model_client = build_model_client(settings, instrumentation)
+        app.state.chat = ChatService(
+            settings, agent, model_client, tools, count_tokens, budget, instrumentation
+        )
+        app.state.conversations = ClientHeldConversations()
+        try:
+            async with AsyncExitStack() as features_running:
+                for feature_lifespan in plugged.lifespans:
+                    await features_running.enter_async_context(feature_lifespan(app))
+                log.info(
+                    "service started",
+                    provider=settings.model_provider,
+                    model=settings.model_label,
+                    tools=[t.name for t in tools],
+                    history_budget_tokens=budget,
+                    features=[feature.__name__.rpartition(".")[2] for feature in INSTALLED],
+                )
+                if settings.model_provider == "offline":
+                    log.warning(
+                        "offline model in use: replies are canned and no model server is "
+                        f"called; set {ENV_PREFIX}MODEL_PROVIDER=openai for a real model"
+                    )
+                # What start-up built (AutoGen, pydantic and OpenTelemetry objects: most of
+                # the heap) lives as long as the process. Frozen, it is left out of full
+                # garbage collections, which otherwise pause every turn in flight for some
+                # 60 ms each time.
+                gc.collect()
+                gc.freeze()
+                yield
+        finally:
+            del app.state.chat, app.state.conversations
+            await model_client.close()
+            log.info("service stopped")
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -1,0 +1,32 @@
+"""The core's routes: health, readiness and chat."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from ..agent.conversation import Conversations
+from ..agent.service import ChatService
+from ..dependencies import chat_service, conversations
+from .schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: start-up has finished and the model client is built")
+async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, str]:
+    return {"status": "ready"}
+
+
+@router.post("/v1/chat", summary="Answer the newest user turn", responses=ERROR_RESPONSES)
+async def chat(
+    body: ChatRequest,
+    request: Request,
+    service: Annotated[ChatService, Depends(chat_service)],
+    conversation_store: Annotated[Conversations, Depends(conversations)],
+) -> ChatResponse:
+    return await service.answer(body, conversation_store, request.is_disconnected)
