@@ -1,7 +1,7 @@
 """Copier task: make a freshly copied service a git repository.
 
-Copier's `update` needs the service under git, so the first commit is the
-team's to make; this only runs `git init` when git exists and no repository does.
+Copier's `update` needs the service under git; this only runs `git init` when git exists
+and no repository does. initial_commit.py makes the first commit once the lock file exists.
 """
 
 import shutil

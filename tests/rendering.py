@@ -1,6 +1,8 @@
 """Rendering the template, and running commands inside a rendered project."""
 
 import os
+import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,8 +10,18 @@ from typing import Any
 
 import copier
 import pytest
+from plumbum import local
 
 TEMPLATE = Path(__file__).resolve().parent.parent
+# A CPython release as pyenv names its directory: not a -dev build, PyPy or a virtualenv.
+PYENV_CPYTHON = re.compile(r"3\.(\d+)(?:\.(\d+))?")
+# What gives git an identity with no configuration at all.
+GIT_IDENTITY_VARIABLES = (
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+)
 
 # The second answer set changes every text question, with values that trip naive templating, and
 # turns on the optional features that are off by default.
@@ -66,15 +78,65 @@ class Rendered:
         return result
 
 
-def require_python(version: str, purpose: str) -> None:
-    """Skip the test when no Python >= `version` is on this machine (none is ever downloaded)."""
+def uv_finds_python(version: str) -> bool:
+    """Whether uv finds a Python >= `version` outside any virtual environment, downloading none."""
+    request = f">={version}"
     found = subprocess.run(
-        ["uv", "python", "find", "--no-python-downloads", f">={version}"],
+        ["uv", "python", "find", "--system", "--no-project", "--no-python-downloads", request],
         capture_output=True,
         text=True,
     )
-    if found.returncode != 0:
-        pytest.skip(f"no Python >= {version} on this machine to {purpose}")
+    return found.returncode == 0
+
+
+def pyenv_root() -> Path | None:
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return None
+    answer = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=True)
+    return Path(answer.stdout.strip())
+
+
+def pyenv_python(version: str, root: Path) -> Path | None:
+    """The interpreter of the oldest minor version >= `version` that pyenv has installed (its
+    newest patch release): the one closest to what the render declares it supports."""
+    lowest_minor = int(version.split(".")[1])
+    candidates = []
+    for directory in (root / "versions").glob("*"):
+        release = PYENV_CPYTHON.fullmatch(directory.name)
+        if release is None or int(release[1]) < lowest_minor:
+            continue
+        interpreter = directory / "bin" / f"python3.{release[1]}"
+        if interpreter.is_file():
+            candidates.append((int(release[1]), -int(release[2] or 0), interpreter))
+    return min(candidates)[2] if candidates else None
+
+
+def append_to_path(directory: Path) -> None:
+    """Put `directory` last on the PATH of every later subprocess. Copier runs its tasks with
+    plumbum's copy of the environment, taken when Copier was imported, so that copy changes too."""
+    for environment in (os.environ, local.env):
+        environment["PATH"] = f"{environment['PATH']}{os.pathsep}{directory}"
+
+
+def require_python(version: str, purpose: str) -> None:
+    """Make a Python >= `version` findable by uv for the rest of the session, or fail the test.
+
+    pyenv's shims answer only for the versions selected in pyenv, so a version that pyenv has
+    installed but not selected is added to the PATH. A missing interpreter fails rather than
+    skips: `uv run pytest` must not pass without a render it could not run.
+    """
+    if uv_finds_python(version):
+        return
+    root = pyenv_root()
+    interpreter = pyenv_python(version, root) if root else None
+    if interpreter is None:
+        pytest.fail(
+            f"no Python >= {version} on this machine to {purpose}, and none is ever downloaded: "
+            f"install one (`uv python install {version}` or `pyenv install {version}`), then "
+            "run the tests again"
+        )
+    append_to_path(interpreter.parent)
 
 
 def render(
@@ -85,15 +147,22 @@ def render(
     vcs_ref: str = "HEAD",
     **options: Any,
 ) -> Path:
-    """Render a template: by default this one's working tree (uncommitted changes included)."""
-    copier.run_copy(
-        str(template),
-        destination,
-        data=answers,
-        defaults=True,
-        unsafe=True,
-        vcs_ref=vcs_ref,
-        quiet=True,
-        **options,
-    )
+    """Render a template: by default this one's working tree (uncommitted changes included).
+
+    The tasks run as on a machine where git has no identity, so that every render ends the same
+    whoever runs the tests: a git repository with no commit (hooks/initial_commit.py).
+    """
+    with local.env(GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1"):
+        for name in GIT_IDENTITY_VARIABLES:
+            local.env.pop(name, None)
+        copier.run_copy(
+            str(template),
+            destination,
+            data=answers,
+            defaults=True,
+            unsafe=True,
+            vcs_ref=vcs_ref,
+            quiet=True,
+            **options,
+        )
     return destination

@@ -63,7 +63,9 @@ def main(env_prefix: str, package_name: str, old_field: str, new_field: str) -> 
     if settings.is_file():
         changes += rename_in_settings(settings, {old_field: new_field, old_variable: new_variable})
     if changes:
-        print(f"migration: setting {old_field} is now {new_field} ({old_variable} -> {new_variable})")
+        print(
+            f"migration: setting {old_field} is now {new_field} ({old_variable} -> {new_variable})"
+        )
     for change in changes:
         print(f"migration:   {change}")
 

@@ -92,9 +92,9 @@ def _parse_names(text: str) -> list[tuple[str, str | None]]:
 def _rewrite(match: re.Match[str]) -> str:
     module = match["module"]
     names = _parse_names(match["wrapped"] if match["wrapped"] is not None else match["plain"])
-    if module is None:  # `from .runtime import service`: old modules imported as names
-        if not any(name in MOVED_MODULES for name, _ in names):
-            return match[0]
+    # `from .runtime import X` is old only when X is one of the old modules.
+    if module is None and not any(name in MOVED_MODULES for name, _ in names):
+        return match[0]
     targets: dict[str, list[str]] = {}
     for name, alias in names:
         if module is None and name in MOVED_MODULES:
