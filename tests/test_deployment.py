@@ -179,7 +179,7 @@ def test_the_image_holds_the_tiktoken_encoding_the_default_model_needs(
     package = rendered.answers["package_name"]
     probe = (
         "import tiktoken\n"
-        f"from {package}.runtime.tokens import build_token_counter\n"
+        f"from {package}.runtime._internal.agent.tokens import build_token_counter\n"
         f"from {package}.settings import Settings\n"
         "asked = []\n"
         "tiktoken.get_encoding = asked.append\n"

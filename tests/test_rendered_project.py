@@ -39,13 +39,13 @@ def test_answers_shape_the_project(rendered: Rendered) -> None:
     assert project["authors"] == [author]
     assert project["requires-python"] == f">={answers['python_version']}"
     assert project["scripts"] == {
-        answers["project_slug"]: f"{answers['package_name']}.runtime.cli:main"
+        answers["project_slug"]: f"{answers['package_name']}.runtime._internal.ops.cli:main"
     }
     package = rendered.path / "src" / answers["package_name"]
     assert (package / "main.py").is_file()
-    settings = (package / "runtime" / "settings.py").read_text()
-    assert f'ENV_PREFIX = "{answers["env_prefix"]}"' in settings
-    assert f'"{answers["default_model"]}"' in settings
+    rendered_answers = (package / "runtime" / "_internal" / "project.py").read_text()
+    assert f'ENV_PREFIX = "{answers["env_prefix"]}"' in rendered_answers
+    assert f'DEFAULT_MODEL = "{answers["default_model"]}"' in rendered_answers
 
 
 def test_the_git_repository_and_lock_file_are_made(rendered: Rendered) -> None:
@@ -93,10 +93,9 @@ def test_the_docs_site_builds_strictly_with_every_setting(rendered: Rendered, tm
     rendered.run("mkdocs", "build", "--strict", "--site-dir", str(site))
     reference = (site / "configuration" / "index.html").read_text()
     prefix = rendered.answers["env_prefix"]
-    settings_source = (
-        rendered.path / "src" / rendered.answers["package_name"] / "runtime" / "settings.py"
-    ).read_text()
-    fields = re.findall(r"^    ([a-z_]+): .+= Field\(", settings_source, re.MULTILINE)
+    package = rendered.answers["package_name"]
+    listing = f"from {package}.settings import Settings; print(*Settings.model_fields)"
+    fields = rendered.run("python", "-c", listing).stdout.split()
     assert fields
     assert all(f"{prefix}{field.upper()}" in reference for field in fields)
     assert 'class="mermaid"' in (site / "architecture" / "index.html").read_text()

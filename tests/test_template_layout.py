@@ -1,0 +1,55 @@
+"""The rendered service's Python sources stay readable in every variant: an optional feature
+is a whole file switched in or out by its name, never a Jinja block inside shared code."""
+
+import re
+from pathlib import Path
+
+import yaml
+from rendering import TEMPLATE
+
+SOURCES = TEMPLATE / "template" / "src" / "{{package_name}}"
+RUNTIME = SOURCES / "runtime"
+# The one module whose job is to hold the answers the runtime reads.
+ANSWERS_MODULE = RUNTIME / "_internal" / "project.py.jinja"
+JINJA = re.compile(r"{{|{%")
+JINJA_STATEMENT = re.compile(r"{%-?\s*(\w+)")
+
+
+def python_sources(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and ".py" in p.name)
+
+
+def test_no_runtime_module_but_the_answers_holds_jinja() -> None:
+    templated = [
+        str(path.relative_to(RUNTIME))
+        for path in python_sources(RUNTIME)
+        if path != ANSWERS_MODULE and (path.suffix == ".jinja" or JINJA.search(path.read_text()))
+    ]
+    assert templated == []
+
+
+def test_no_python_source_branches_on_an_answer() -> None:
+    statements = {
+        str(path.relative_to(SOURCES)): JINJA_STATEMENT.findall(path.read_text())
+        for path in python_sources(SOURCES)
+    }
+    assert {path: found for path, found in statements.items() if found} == {
+        str(ANSWERS_MODULE.relative_to(SOURCES)): ["for", "endfor"]
+    }
+
+
+def test_every_feature_module_plugs_in_the_same_way() -> None:
+    installed_features = yaml.safe_load((TEMPLATE / "copier.yml").read_text())[
+        "installed_features"
+    ]["default"]
+    features = RUNTIME / "_internal" / "features"
+    modules = [p for p in features.iterdir() if p.name != "__init__.py" and "__" not in p.name]
+    assert modules
+    for module in modules:
+        source = module / "__init__.py" if module.is_dir() else module
+        text = source.read_text()
+        assert "class Settings(SettingsBase):" in text, module.name
+        assert re.search(r"^def install\(app: FastAPI, settings: Settings\) -> None:", text, re.M)
+        assert re.match(r"{% if \w+ ", module.name), f"{module.name}: not switched by its name"
+        feature = re.sub(r"{%.*?%}", "", module.name).removesuffix(".py")
+        assert f"'{feature}'" in installed_features, f"{feature} is missing from copier.yml"
