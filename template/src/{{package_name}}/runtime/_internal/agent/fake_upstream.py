@@ -11,7 +11,9 @@ It answers `POST /v1/chat/completions` from the last message it is sent:
 - anything else is echoed back.
 
 A request with `"stream": true` is answered with `chat.completion.chunk` events, a word
-at a time, and a usage chunk when `stream_options.include_usage` asks for one.
+at a time, and a usage chunk when `stream_options.include_usage` asks for one. The app's
+`state.open_streams` counts the streamed answers whose client is still connected, as a
+model server's billing would.
 
 The `offline` provider runs it in-process, so the service's real openai client path
 is exercised with no network; `serve fake-upstream` runs it over HTTP for development.
@@ -53,7 +55,16 @@ def create_fake_upstream(
     model must not let a user's message make the service fail.
     """
     app = FastAPI(title="Fake OpenAI-compatible upstream", openapi_url=None)
+    app.state.open_streams = 0
     attempts: Counter[str] = Counter()
+
+    async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        app.state.open_streams += 1
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:  # the stream ended, or its client went away
+            app.state.open_streams -= 1
 
     @app.post("/v1/chat/completions")
     @app.post("/chat/completions")
@@ -76,12 +87,12 @@ def create_fake_upstream(
         if kind == "malformed":
             return Response('{"choices": [', media_type="application/json")
         completion = _completion(body)
-        if kind is not None and kind not in ("slow", "drop") and not _spoil(completion, kind, body):
+        if kind not in (None, "slow", "drop", "endless") and not _spoil(completion, kind, body):
             return JSONResponse({"error": {"message": f"unknown fault {kind}"}}, status_code=418)
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             chunks = _stream_chunks(completion, usage, kind)
-            return StreamingResponse(chunks, media_type="text/event-stream")
+            return StreamingResponse(counted(chunks), media_type="text/event-stream")
         if kind == "slow":
             await asyncio.sleep(SLOW_SECONDS)
         if kind == "drop":
@@ -120,7 +131,8 @@ async def _stream_chunks(
     """The completion as `chat.completion.chunk` events: a word at a time, as models do.
 
     `slow` pauses after the first piece and `drop` breaks the connection there, so that
-    the client has already seen part of the answer.
+    the client has already seen part of the answer; `endless` goes on sending until the
+    client hangs up.
     """
     envelope = {key: completion[key] for key in ("id", "created", "model")}
     envelope["object"] = "chat.completion.chunk"
@@ -130,6 +142,10 @@ async def _stream_chunks(
             await asyncio.sleep(SLOW_SECONDS)
         if index == 1 and fault == "drop":
             raise ConnectionAbortedError("injected: connection dropped mid-stream")
+        while index == 1 and fault == "endless":
+            await asyncio.sleep(0.05)
+            more = {**choice, "delta": {"content": " more"}}
+            yield _server_sent({**envelope, "choices": [more]})
     if include_usage:
         yield _server_sent({**envelope, "choices": [], "usage": completion["usage"]})
     yield b"data: [DONE]\n\n"
