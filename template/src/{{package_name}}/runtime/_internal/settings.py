@@ -98,7 +98,21 @@ class CoreSettings(SettingsBase):
         "and the reserved reply together. Older turns are dropped to fit.",
     )
     reply_reserve_tokens: int = Field(
-        1_024, ge=0, description="Tokens kept free in the budget for the model's reply."
+        1_024,
+        ge=0,
+        description="Tokens kept free in the budget for the model's reply, and asked of the "
+        "model as `max_tokens` (see `MODEL_SEND_MAX_TOKENS`).",
+    )
+    model_send_max_tokens: bool = Field(
+        True,
+        description="Send `REPLY_RESERVE_TOKENS` as `max_tokens` with every model call, so the "
+        "model stops where the budget does. Switch off for servers that refuse the field.",
+    )
+    reply_max_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Longest reply accepted from the model, streamed or not; a longer one is "
+        "a 502 `upstream_bad_answer` and is neither passed on nor stored.",
     )
     token_counter: Literal["estimate", "tiktoken"] = Field(
         "estimate",

@@ -140,6 +140,8 @@ def build_model_client(
         "max_retries": settings.model_max_retries,
         "timeout": settings.model_timeout_seconds,
     }
+    if settings.model_send_max_tokens:
+        options["max_tokens"] = settings.reply_reserve_tokens
     if settings.model_provider == "offline":
         transport = httpx.ASGITransport(app=create_fake_upstream(), raise_app_exceptions=False)
         http_client = httpx.AsyncClient(transport=transport)

@@ -43,6 +43,7 @@ FAULTS = {
     "404": (404, {}),
 }
 SLOW_SECONDS = 2.0
+HUGE_REPLY_WORDS = 100_000
 _FAULT = re.compile(r"/fault (?P<kind>[a-z0-9-]+)(?:\*(?P<times>\d+))?")
 
 
@@ -109,6 +110,8 @@ def _spoil(completion: dict[str, Any], kind: str, body: dict[str, Any]) -> bool:
         message["content"] = None
     elif kind == "no-choices":
         completion["choices"] = []
+    elif kind == "huge":
+        message["content"] = "la " * HUGE_REPLY_WORDS
     elif kind == "bad-tool-args" and body.get("tools"):
         name = body["tools"][0]["function"]["name"]
         call = {"id": "call_bad", "type": "function"}

@@ -19,6 +19,7 @@ from .autogen_bridge import (
     CancellationToken,
     ModelClient,
     PayloadLogging,
+    TextDelta,
     TurnEvent,
     TurnResult,
     new_cancellation_token,
@@ -161,6 +162,7 @@ class ChatService:
     def response(self, turn: TurnResult) -> ChatResponse:
         if not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
+        self.check_reply_length(len(turn.reply))
         bind(
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,
@@ -174,6 +176,18 @@ class ChatService:
             usage=Usage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens),
             tool_calls=turn.tool_calls,
         )
+
+    def check_reply_length(self, chars: int) -> None:
+        """A bound on what the model may send back, which a client is then sent and a
+        session stores: a runaway or hostile upstream must not fill memory or Redis."""
+        if chars > self.settings.reply_max_chars:
+            log.warning("model reply too long", chars=chars, limit=self.settings.reply_max_chars)
+            raise ApiError(
+                502,
+                "upstream_bad_answer",
+                f"The model's reply is longer than the {self.settings.reply_max_chars} "
+                "characters this service accepts.",
+            )
 
     def _run_ended(self) -> None:
         self.runs_in_flight -= 1
@@ -230,9 +244,13 @@ class ChatTurn:
         self._service = service
         self._conversation = conversation
         self._run = run
+        self._streamed_chars = 0
 
     async def next_event(self) -> TurnEvent | ChatResponse:
         event = await self._run.next_event()
+        if isinstance(event, TextDelta):
+            self._streamed_chars += len(event.text)
+            self._service.check_reply_length(self._streamed_chars)
         if not isinstance(event, TurnResult):
             return event
         response = self._service.response(event)
