@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Protocol
 
+import anyio
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -33,6 +34,14 @@ class RequestObserver(Protocol):
     metrics), once its request id is bound and until its access line is written."""
 
     def start(self, scope: Scope) -> ObservedRequest: ...
+
+
+def _client_went_away(error: BaseException) -> bool:
+    """Whether `error` is only the response's connection closing under it: a streamed
+    response (its keep-alive pings, say) writing to a client that has hung up."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_client_went_away(inner) for inner in error.exceptions)
+    return isinstance(error, anyio.BrokenResourceError | anyio.ClosedResourceError)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -71,6 +80,9 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception as error:
+            if _client_went_away(error):
+                log.info("client disconnected while the response was sent")
+                return
             failure = error
             log.exception("unhandled error")
             if status is None:
