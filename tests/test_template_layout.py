@@ -1,6 +1,8 @@
 """The rendered service's Python sources stay readable in every variant: an optional feature
 is a whole file switched in or out by its name, never a Jinja block inside shared code."""
 
+import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -53,3 +55,20 @@ def test_every_feature_module_plugs_in_the_same_way() -> None:
         assert re.match(r"{% if \w+ ", module.name), f"{module.name}: not switched by its name"
         feature = re.sub(r"{%.*?%}", "", module.name).removesuffix(".py")
         assert f"'{feature}'" in installed_features, f"{feature} is missing from copier.yml"
+
+
+def test_the_import_migration_knows_every_public_name() -> None:
+    # A name missing from the migration's list would be pointed at `_internal` instead.
+    tree = ast.parse((RUNTIME / "__init__.py").read_text())
+    [exported] = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__all__"]
+    ]
+    spec = importlib.util.spec_from_file_location(
+        "runtime_public_api", TEMPLATE / "hooks" / "migrations" / "runtime_public_api.py"
+    )
+    assert spec and spec.loader
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert set(ast.literal_eval(exported)) == migration.PUBLIC
