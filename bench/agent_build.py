@@ -1,8 +1,9 @@
 """Time to build the request-scoped agent the rendered runtime builds for every turn.
 
 Runs in the rendered service's environment: `python agent_build.py PACKAGE`. Builds the
-agent as `runtime.autogen_bridge.run_turn` does (tools and model client built once, a
-fresh model context holding a two-message history) and prints the median in microseconds.
+agent as `runtime._internal.agent.autogen_bridge.run_turn` does (tools and model client
+built once, a fresh model context holding a two-message history) and prints the median
+in microseconds.
 """
 
 import importlib
@@ -18,12 +19,14 @@ SAMPLES = 15
 
 
 def main(package: str) -> None:
-    bridge = importlib.import_module(f"{package}.runtime.autogen_bridge")
-    estimate_tokens = importlib.import_module(f"{package}.runtime.tokens").estimate_tokens
+    internal = f"{package}.runtime._internal"
+    bridge = importlib.import_module(f"{internal}.agent.autogen_bridge")
+    estimate_tokens = importlib.import_module(f"{internal}.agent.tokens").estimate_tokens
+    instrumentation = importlib.import_module(f"{internal}.agent.instrumentation").Instrumentation()
     agent_spec = importlib.import_module(f"{package}.agent").AGENT
     settings = importlib.import_module(f"{package}.settings").Settings.load()
-    tools = bridge.build_tools(agent_spec.tools, settings.tool_result_max_chars)
-    model_client = bridge.build_model_client(settings)
+    tools = bridge.build_tools(agent_spec.tools, settings.tool_result_max_chars, instrumentation)
+    model_client = bridge.build_model_client(settings, instrumentation)
 
     def build() -> AssistantAgent:
         return AssistantAgent(

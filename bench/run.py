@@ -144,8 +144,9 @@ class Bench:
         port = _free_port()
         if name == "a":
             env = self._service_env()
-            module = f"{self.answers['package_name']}.runtime.cli"
-            command = [self.python, "-m", module, "serve", "--port", str(port)]
+            # The service's console script, which names wherever its CLI module lives.
+            script = self.service / ".venv" / "bin" / self.answers["project_slug"]
+            command = [str(script), "serve", "--port", str(port)]
             cwd = self.service
         else:
             env = {**_environment(), "BENCH_UPSTREAM_URL": self.upstream_url}
