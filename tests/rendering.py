@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from plumbum import local
 
 TEMPLATE = Path(__file__).resolve().parent.parent
+COMMAND_TIMEOUT_SECONDS = 900
 # A CPython release as pyenv names its directory: not a -dev build, PyPy or a virtualenv.
 PYENV_CPYTHON = re.compile(r"3\.(\d+)(?:\.(\d+))?")
 # What gives git an identity with no configuration at all.
@@ -62,14 +64,27 @@ class Rendered:
         """Run a command in the project's own uv environment (never downloading a Python)."""
         full_env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", **(env or {})}
         full_env.pop("VIRTUAL_ENV", None)  # the template's own environment must not leak in
-        result = subprocess.run(
+        # A session of its own, so that a timeout stops the command's children too (a test
+        # suite's servers and workers), not only uv.
+        with subprocess.Popen(
             ["uv", "run", "--frozen", *command],
             cwd=self.path,
             env=full_env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=900,
-        )
+            start_new_session=True,
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+                pytest.fail(
+                    f"`{' '.join(command)}` took over {COMMAND_TIMEOUT_SECONDS} s in the "
+                    f"{self.name} render:\n{stdout[-6000:]}\n{stderr[-4000:]}"
+                )
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
         if check and result.returncode != 0:
             pytest.fail(
                 f"`{' '.join(command)}` failed in the {self.name} render:\n"

@@ -1,12 +1,17 @@
-"""`copier update` brings template fixes into a service whose team has already changed it.
+"""`copier update` carries a service rendered before the runtime's 0.3 layout over to it.
 
-A throwaway git repository of this template gets two tags. 0.2.0 is the working tree (it names
-the setting `model_timeout_seconds` and ships the 0.2.0 migration) plus a runtime fix, a new
-setting and edits to the team's files; 0.1.0 is the same tree from before the rename, with
-`model_timeout`. A service is rendered at 0.1.0, changed by its team, committed and updated to
-0.2.0, once for the whole module; each test checks one thing about the result.
+The template repository of these tests is a clone of this one, whose history holds PRE_CHANGE,
+the last commit with the flat `runtime/` modules that the team's files imported from, with this
+working tree committed on top (uncommitted changes included). A service is rendered from
+PRE_CHANGE, changed by its team (a new tool, a changed prompt, a new setting, new tests),
+committed and updated to the working tree's commit, once for the whole module; each test checks
+one thing about the result. That repository has no tags, as when a service follows a branch:
+Copier's versions are then `0.0.0.postN.dev0+<sha>` and would never cross a migration's
+`version`, so this shows that the migrations find the old state themselves. A cheaper update
+between two tagged releases shows the same from releases.
 """
 
+import ast
 import json
 import os
 import re
@@ -24,7 +29,8 @@ import pytest
 import yaml
 from rendering import TEMPLATE, Rendered, render, require_python
 
-OLD, NEW = "0.1.0", "0.2.0"
+# The commit before "Runtime 0.3 layout": what services rendered before it were made from.
+PRE_CHANGE = "51cce12"
 # No global git identity is needed: every commit of these tests names its own.
 GIT = [
     "git",
@@ -37,29 +43,42 @@ GIT = [
     "-c",
     "tag.gpgsign=false",
 ]
-# The rename that the 0.2.0 migration (copier.yml `_migrations`) carries into services.
-RENAMED = {"model_timeout_seconds": "model_timeout", "MODEL_TIMEOUT_SECONDS": "MODEL_TIMEOUT"}
-# `_skip_if_exists` in copier.yml; `{pkg}` is the package's directory.
-TEAM_OWNED = [
-    "src/{pkg}/agent.py",
-    "src/{pkg}/settings.py",
-    "src/{pkg}/tools.py",
-    "tests/test_tools.py",
-]
-MIGRATION = TEMPLATE / "hooks" / "migrations" / "rename_setting.py"
-MIGRATION_HEADER = "migration: setting model_timeout is now model_timeout_seconds"
+MIGRATIONS = TEMPLATE / "hooks" / "migrations"
 LEFTOVER_CHECK = TEMPLATE / "template" / "tests" / "runtime" / "test_no_merge_leftovers.py"
 CONFLICT_OPENING, CONFLICT_CLOSING = "<" * 7 + " before updating", ">" * 7 + " after updating"
 MERGE_MARKERS = ("<" * 7 + " ", "|" * 7 + " ", ">" * 7 + " ")
 
-RUNTIME_FIX = "# 0.2.0: a request id is bound before anything else can log.\n"
-NEW_SETTING = """\
-    readiness_timeout_seconds: float = Field(
-        5.0, gt=0, le=60, description="Time limit of the readiness probe's model check."
-    )
+# The team's files: `_skip_if_exists` in copier.yml, and a test module of its own. `{pkg}` is
+# the package's directory.
+TEAM_FILES = [
+    "src/{pkg}/agent.py",
+    "src/{pkg}/settings.py",
+    "src/{pkg}/tools.py",
+    "tests/test_tools.py",
+    "tests/test_agent.py",
+]
+# What the update may change in them: the imports from the old runtime modules, and only those.
+REWRITTEN_IMPORTS = {
+    "src/{pkg}/agent.py": (
+        "from .runtime.service import AgentSpec\n",
+        "from .runtime import AgentSpec\n",
+    ),
+    "src/{pkg}/settings.py": (
+        "from .runtime.settings import RuntimeSettings\n",
+        "from .runtime import RuntimeSettings\n",
+    ),
+    "src/{pkg}/tools.py": (
+        "from .runtime.tools import ToolError, tool\n",
+        "from .runtime import ToolError, tool\n",
+    ),
+    # Two statements become one: ruff's isort wants them merged.
+    "tests/test_agent.py": (
+        "from {pkg}.runtime.service import AgentSpec\n"
+        "from {pkg}.runtime.testing import chat_body, serve\n",
+        "from {pkg}.runtime import AgentSpec, chat_body, serve\n",
+    ),
+}
 
-"""
-TEMPLATE_EDIT_OF_TEAM_FILE = "# Template 0.2.0 would have changed this line.\n"
 TEAM_PROMPT = '''SYSTEM_PROMPT = """\\
 You answer claims questions for the support desk. Always cite the customer id."""'''
 TEAM_TOOL = '''@tool
@@ -85,13 +104,39 @@ from .runtime.settings import RuntimeSettings
 
 
 class Settings(RuntimeSettings):
-    # Our model server is slow. {prefix}{variable} in .env still wins.
-    {field}: float = Field(
-        45.0, gt=0, le=600, description="Time limit of one upstream attempt; our server is slow."
+    escalation_severity: int = Field(
+        2, ge=1, le=4, description="Tickets this severe or worse (1 is an outage) page on-call."
     )
 '''
+# Written against the runtime before 0.3, as the template's own tests were.
+TEAM_AGENT_TEST = '''\
+"""The agent with the team's prompt and tool, through the API and the offline model."""
+
+import pytest
+
+from {pkg}.agent import AGENT
+from {pkg}.runtime.service import AgentSpec
+from {pkg}.runtime.testing import chat_body, serve
+from {pkg}.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_agent_calls_the_teams_tool() -> None:
+    assert isinstance(AGENT, AgentSpec)
+    async with serve(Settings(), AGENT) as client:
+        message = '/tool ticket_priority {{"severity": 1}}'
+        response = await client.post("/v1/chat", json=chat_body(message))
+    reply = response.json()["reply"]
+    assert reply == '[offline model] ticket_priority returned: {{"priority":"P1"}}'
+'''
+# Set before the setting was renamed (template 0.2.0). The service follows a branch, so that
+# release's versioned migration never ran; the versionless one of today must rename it.
+TEAM_ENV = (
+    "{prefix}LOG_LEVEL=DEBUG\nexport {prefix}MODEL_TIMEOUT=12\n{prefix}ESCALATION_SEVERITY=1\n"
+)
 TEAM_NOTE = "\n\n# Team note: our gateway maps 499 to 504 before it reaches this service.\n"
-TEAM_CONFLICTING_EDIT = "# Team: request ids come from our gateway.\n"
+TEAM_CONFLICTING_EDIT = "# Team: our gateway wraps this app; see infra/gateway.yaml.\n"
 
 
 def git(repository: Path, *arguments: str) -> str:
@@ -116,11 +161,6 @@ def edit(path: Path, change: Callable[[str], str]) -> None:
     path.write_text(after, encoding="utf-8")
 
 
-def before_first_import(insertion: str) -> Callable[[str], str]:
-    """An edit that inserts a line right above a module's first import."""
-    return lambda text: re.sub(r"^(?=(?:import|from) )", insertion, text, count=1, flags=re.M)
-
-
 def copier_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "copier", *arguments],
@@ -139,13 +179,7 @@ def check_update(service: Path) -> dict[str, Any]:
 
 def update(service: Path, **options: Any) -> None:
     copier.run_update(
-        service,
-        defaults=True,
-        overwrite=True,
-        unsafe=True,
-        skip_answered=True,
-        vcs_ref=NEW,
-        **options,
+        service, defaults=True, overwrite=True, unsafe=True, skip_answered=True, **options
     )
 
 
@@ -185,49 +219,41 @@ def merge_leftovers(project: Path) -> list[str]:
     return found
 
 
-def make_template_repository(repository: Path) -> None:
-    """This template's working tree, committed and tagged twice (see the module docstring)."""
-    listed = git(TEMPLATE, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    files = [
-        Path(name)
-        for name in listed.split("\0")
-        if name and (TEMPLATE / name).is_file() and "__pycache__" not in Path(name).parts
-    ]
-    for name in files:
-        (repository / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(TEMPLATE / name, repository / name)
-    git(repository, "init", "--quiet")
+@dataclass(frozen=True)
+class TemplateRepository:
+    path: Path
+    commit: str  # this working tree, committed on top of the history that holds PRE_CHANGE
 
-    # 0.1.0: the tree from before the rename. (Its copier.yml lists the 0.2.0 migration too,
-    # which changes nothing: an update runs the migrations of the version it goes to.)
-    rendered_sources = [name for name in files if name.parts[0] == "template"]
-    for name in rendered_sources:
-        text = (TEMPLATE / name).read_bytes().decode("utf-8", errors="surrogateescape")
-        for new, old in RENAMED.items():
-            text = text.replace(new, old)
-        (repository / name).write_bytes(text.encode("utf-8", errors="surrogateescape"))
-    commit_all(repository, "the template before the rename")
-    git(repository, "tag", OLD)
 
-    # 0.2.0: the rename (and its migration), a runtime fix, a new setting, and changes to the
-    # team's files that `_skip_if_exists` must keep out of services.
-    for name in rendered_sources:
-        shutil.copy2(TEMPLATE / name, repository / name)
-    package = repository / "template" / "src" / "{{package_name}}"
-    edit(package / "runtime" / "request_context.py", before_first_import(RUNTIME_FIX))
-    edit(
-        package / "runtime" / "settings.py.jinja",
-        lambda text: re.sub(r"^(?=    @)", NEW_SETTING, text, count=1, flags=re.M),
+def make_template_repository(repository: Path) -> TemplateRepository:
+    """A clone of this repository with its working tree committed: tracked files as they are
+    now (deleted ones deleted), and untracked ones that git does not ignore."""
+    has_pre_change = subprocess.run(
+        ["git", "cat-file", "-e", f"{PRE_CHANGE}^{{commit}}"], cwd=TEMPLATE, capture_output=True
     )
-    for team_file in (
-        package / "agent.py.jinja",
-        package / "settings.py.jinja",
-        package / "tools.py",
-        repository / "template" / "tests" / "test_tools.py.jinja",
-    ):
-        edit(team_file, before_first_import(TEMPLATE_EDIT_OF_TEAM_FILE))
-    commit_all(repository, "the template with a fix, a setting and a migration")
-    git(repository, "tag", NEW)
+    if has_pre_change.returncode != 0:
+        pytest.fail(
+            f"commit {PRE_CHANGE}, which services are rendered from before the update, is not in "
+            f"this clone of the repository (a shallow clone?): run `git fetch --unshallow`"
+        )
+    git(TEMPLATE, "clone", "--quiet", str(TEMPLATE), str(repository))
+    for name in git(repository, "tag", "--list").split():
+        git(repository, "tag", "--delete", name)  # a branch: no release to describe it
+    for name in git(repository, "ls-files", "-z").split("\0"):
+        if name:
+            (repository / name).unlink()
+    listed = git(TEMPLATE, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in listed.split("\0"):
+        if name and (TEMPLATE / name).is_file():
+            (repository / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(TEMPLATE / name, repository / name)
+    commit = commit_all(repository, "the working tree")
+    return TemplateRepository(repository, commit)
+
+
+@pytest.fixture(scope="module")
+def template_repository(tmp_path_factory: pytest.TempPathFactory) -> TemplateRepository:
+    return make_template_repository(tmp_path_factory.mktemp("template") / "repository")
 
 
 def read(service: Rendered, path: str) -> str:
@@ -251,19 +277,19 @@ def add_tool_test(text: str) -> str:
 
 
 def make_team_edits(service: Rendered) -> None:
-    """What a team does to its service: its own files, and a note in two runtime files."""
-    package = service.path / "src" / service.answers["package_name"]
-    prefix = service.answers["env_prefix"]
+    """What a team does to its service: its own files, a note in a template file, a `.env`."""
+    package_name, prefix = service.answers["package_name"], service.answers["env_prefix"]
+    package = service.path / "src" / package_name
     edit(package / "agent.py", replace_prompt)
     edit(package / "tools.py", add_tool)
-    settings = TEAM_SETTINGS.format(prefix=prefix, variable="MODEL_TIMEOUT", field="model_timeout")
-    edit(package / "settings.py", lambda _: settings)
+    edit(package / "settings.py", lambda _: TEAM_SETTINGS)
     edit(service.path / "tests" / "test_tools.py", add_tool_test)
-    for runtime_file in ("errors.py", "request_context.py"):
-        edit(package / "runtime" / runtime_file, lambda text: text + TEAM_NOTE)
-    # Ignored by git: only the migration can carry it over to the new name.
-    env = f"{prefix}LOG_LEVEL=DEBUG\nexport {prefix}MODEL_TIMEOUT=12\n"
-    (service.path / ".env").write_text(env)
+    (service.path / "tests" / "test_agent.py").write_text(TEAM_AGENT_TEST.format(pkg=package_name))
+    # main.py is the template's: the update changes its imports, away from this note.
+    edit(package / "main.py", lambda text: text + TEAM_NOTE)
+    # errors.py is the template's too, and the update moves it.
+    edit(package / "runtime" / "errors.py", lambda text: text + TEAM_NOTE)
+    (service.path / ".env").write_text(TEAM_ENV.format(prefix=prefix))  # ignored by git
 
 
 def clone(service: Rendered, destination: Path, commit: str) -> Rendered:
@@ -275,143 +301,284 @@ def clone(service: Rendered, destination: Path, commit: str) -> Rendered:
 
 @dataclass(frozen=True)
 class Update:
-    service: Rendered  # updated to NEW; the update is committed after the facts below are taken
-    team_commit: str  # the service as the team left it, at OLD
-    team_files: dict[str, str]  # TEAM_OWNED files at `team_commit`
+    template: TemplateRepository
+    service: Rendered  # updated; the update is committed after the facts below are taken
+    team_commit: str  # the service as the team left it, rendered from PRE_CHANGE
+    update_commit: str
+    team_files: dict[str, str]  # TEAM_FILES at `team_commit`
     check_before: dict[str, Any]  # `copier check-update` before the update
     output: str  # what the update's tasks and migrations printed
     status: list[str]  # `git status --porcelain` right after the update
     unmerged: str  # `git ls-files --unmerged` right after the update
+    leftovers: list[str]  # merge_leftovers() right after the update
 
 
 @pytest.fixture(scope="module")
-def updated(tmp_path_factory: pytest.TempPathFactory) -> Update:
+def updated(
+    template_repository: TemplateRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Update:
     require_python("3.11", "render and update a service")
     work = tmp_path_factory.mktemp("update")
-    (work / "template").mkdir()
-    make_template_repository(work / "template")
-
-    path = render(work / "service", {}, template=work / "template", vcs_ref=OLD)
+    path = render(work / "service", {}, template=template_repository.path, vcs_ref=PRE_CHANGE)
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
     service = Rendered("updated", path, answers)
-    commit_all(path, f"render the template at {OLD}")
+    commit_all(path, f"render the template at {PRE_CHANGE}")
     make_team_edits(service)
     team_commit = commit_all(path, "the team's changes")
-    team_files = {name: read(service, name) for name in TEAM_OWNED}
+    team_files = {name: read(service, name) for name in TEAM_FILES}
     check_before = check_update(path)
 
     log = work / "update.log"
     with output_of_subprocesses(log):
-        update(path)
-    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
-    result = Update(
-        service=Rendered("updated", path, answers),
+        update(path, vcs_ref=template_repository.commit)
+    status = git(path, "status", "--porcelain").splitlines()
+    unmerged = git(path, "ls-files", "--unmerged")
+    leftovers = merge_leftovers(path)
+    update_commit = commit_all(path, "update to the template's working tree")
+    return Update(
+        template=template_repository,
+        service=Rendered(
+            "updated", path, yaml.safe_load((path / ".copier-answers.yml").read_text())
+        ),
         team_commit=team_commit,
+        update_commit=update_commit,
         team_files=team_files,
         check_before=check_before,
         output=log.read_text(encoding="utf-8"),
-        status=git(path, "status", "--porcelain").splitlines(),
-        unmerged=git(path, "ls-files", "--unmerged"),
+        status=status,
+        unmerged=unmerged,
+        leftovers=leftovers,
     )
-    commit_all(path, f"update to the template's {NEW}")
-    return result
 
 
-def test_check_update_reports_the_newer_version(updated: Update) -> None:
-    assert updated.check_before == {
-        "update_available": True,
-        "current_version": OLD,
-        "latest_version": NEW,
-    }
-
-
-def test_the_answers_record_the_new_version(updated: Update) -> None:
-    assert updated.service.answers["_commit"] == NEW
-    assert updated.service.answers["package_name"] == "support_desk"
-
-
-def test_the_runtime_fix_and_the_new_setting_arrive(updated: Update) -> None:
-    assert RUNTIME_FIX in read(updated.service, "src/{pkg}/runtime/request_context.py")
-    runtime_settings = read(updated.service, "src/{pkg}/runtime/settings.py")
-    assert NEW_SETTING in runtime_settings
-    assert "model_timeout_seconds: float" in runtime_settings
-
-
-def test_the_teams_files_are_never_overwritten(updated: Update) -> None:
-    # 0.2.0 changed each of them in the template; `_skip_if_exists` kept every change out.
-    for name in TEAM_OWNED:
-        text = read(updated.service, name)
-        assert TEMPLATE_EDIT_OF_TEAM_FILE not in text, name
-        if name != "src/{pkg}/settings.py":  # the migration's, below
-            assert text == updated.team_files[name], name
-    assert "ticket_priority]" in read(updated.service, "src/{pkg}/tools.py")
-    assert TEAM_PROMPT in read(updated.service, "src/{pkg}/agent.py")
-
-
-def test_team_notes_in_runtime_files_are_merged_with_the_fix(updated: Update) -> None:
-    for runtime_file in ("errors.py", "request_context.py"):
-        assert read(updated.service, f"src/{{pkg}}/runtime/{runtime_file}").endswith(TEAM_NOTE)
-
-
-def test_the_migration_renamed_the_setting_once(updated: Update) -> None:
-    prefix = updated.service.answers["env_prefix"]
-    assert updated.output.count(MIGRATION_HEADER) == 1, updated.output
-    assert f"renamed {prefix}MODEL_TIMEOUT to {prefix}MODEL_TIMEOUT_SECONDS" in updated.output
-    assert (updated.service.path / ".env").read_text() == (
-        f"{prefix}LOG_LEVEL=DEBUG\nexport {prefix}MODEL_TIMEOUT_SECONDS=12\n"
-    )
-    assert read(updated.service, "src/{pkg}/settings.py") == TEAM_SETTINGS.format(
-        prefix=prefix, variable="MODEL_TIMEOUT_SECONDS", field="model_timeout_seconds"
-    )
+def test_check_update_sees_the_newer_commit_of_the_branch(updated: Update) -> None:
+    assert updated.check_before["update_available"] is True
+    assert updated.check_before["current_version"].endswith(f"+{PRE_CHANGE}")
+    assert updated.check_before["latest_version"].endswith(f"+{updated.service.answers['_commit']}")
+    assert updated.template.commit.startswith(updated.service.answers["_commit"])
 
 
 def test_the_update_leaves_no_conflicts(updated: Update) -> None:
     assert updated.unmerged == ""
     assert not [line for line in updated.status if line[:2] in {"UU", "AA", "DU", "UD"}]
-    assert merge_leftovers(updated.service.path) == []
+    assert updated.leftovers == []
+    assert "left conflicts" not in updated.output
 
 
-def test_the_updated_service_passes_its_own_checks(updated: Update) -> None:
-    updated.service.run("ruff", "check", ".")
-    updated.service.run("ruff", "format", "--check", ".")
-    result = updated.service.run("pytest", "-q", "-p", "no:cacheprovider")
-    assert (updated.service.path / "tests" / "runtime" / LEFTOVER_CHECK.name).is_file()
-    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout[-2000:]
+def test_the_migration_rewrote_the_imports_of_the_teams_files_only(updated: Update) -> None:
+    package_name = updated.service.answers["package_name"]
+    rewritten = [line for line in updated.output.splitlines() if "imports now from" in line]
+    assert rewritten == [
+        f"migration: imports now from {package_name}.runtime in {name.format(pkg=package_name)}"
+        for name in REWRITTEN_IMPORTS
+    ], updated.output
 
 
-def test_the_service_reads_the_migrated_and_the_new_settings(updated: Update) -> None:
+def runtime_imports(source: str) -> set[str]:
+    """The modules named `runtime` or under one that `source` imports, with their leading dots."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            modules = ["." * node.level + (node.module or "")]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(module for module in modules if "runtime" in module.lstrip(".").split("."))
+    return found
+
+
+def test_the_teams_files_import_only_the_public_runtime(updated: Update) -> None:
+    package_name = updated.service.answers["package_name"]
+    for name in TEAM_FILES:
+        assert runtime_imports(read(updated.service, name)) <= {
+            ".runtime",
+            f"{package_name}.runtime",
+        }, name
+    # The test of the assertion: before the update the same files imported the old modules.
+    before = set().union(*(runtime_imports(text) for text in updated.team_files.values()))
+    assert {".runtime.service", f"{package_name}.runtime.testing"} <= before
+
+
+def test_the_teams_edits_are_intact_but_for_the_rewritten_imports(updated: Update) -> None:
+    package_name = updated.service.answers["package_name"]
+    for name in TEAM_FILES:
+        expected = updated.team_files[name]
+        if name in REWRITTEN_IMPORTS:
+            old, new = (text.format(pkg=package_name) for text in REWRITTEN_IMPORTS[name])
+            assert expected.count(old) == 1, name
+            expected = expected.replace(old, new)
+        assert read(updated.service, name) == expected, name
+    assert TEAM_PROMPT in read(updated.service, "src/{pkg}/agent.py")
+    assert "ticket_priority]" in read(updated.service, "src/{pkg}/tools.py")
+
+
+def test_a_team_note_in_a_template_file_is_merged_with_the_templates_change(
+    updated: Update,
+) -> None:
+    main = read(updated.service, "src/{pkg}/main.py")
+    assert "from .runtime import create_app\n" in main
+    assert main.endswith(TEAM_NOTE)
+
+
+def test_a_team_edit_of_a_moved_runtime_module_is_kept_as_a_patch(updated: Update) -> None:
     package = updated.service.answers["package_name"]
+    patch = (updated.service.path / "runtime-edits" / "errors.py.diff").read_text()
+    assert f"+++ src/{package}/runtime/errors.py" in patch
+    added = [line[1:] for line in patch.splitlines() if line.startswith("+") and line[1:2] != "+"]
+    assert "# Team note: our gateway maps 499 to 504 before it reaches this service." in added
+    assert f"src/{package}/runtime/_internal/errors.py" in updated.output
+    # Only the module the team changed.
+    assert sorted(p.name for p in (updated.service.path / "runtime-edits").iterdir()) == [
+        "errors.py.diff"
+    ]
+
+
+def test_the_old_runtime_modules_are_gone_and_the_new_layout_is_there(updated: Update) -> None:
+    package = f"src/{updated.service.answers['package_name']}"
+    old_modules = git(
+        updated.service.path, "ls-tree", "--name-only", updated.team_commit, f"{package}/runtime/"
+    )
+    assert f"{package}/runtime/service.py" in old_modules.split()
+    remaining = [name for name in old_modules.split() if (updated.service.path / name).exists()]
+    assert remaining == [f"{package}/runtime/__init__.py"]
+    assert (updated.service.path / package / "runtime" / "_internal" / "__init__.py").is_file()
+
+
+def test_the_setting_renamed_by_an_older_release_is_migrated_in_dotenv(updated: Update) -> None:
+    prefix = updated.service.answers["env_prefix"]
+    assert (
+        updated.output.count("migration: setting model_timeout is now model_timeout_seconds") == 1
+    )
+    assert f".env: renamed {prefix}MODEL_TIMEOUT to {prefix}MODEL_TIMEOUT_SECONDS" in updated.output
+    assert (updated.service.path / ".env").read_text() == TEAM_ENV.format(prefix=prefix).replace(
+        "MODEL_TIMEOUT=", "MODEL_TIMEOUT_SECONDS="
+    )
+
+
+def test_the_service_reads_the_migrated_and_the_teams_settings(updated: Update) -> None:
+    package_name = updated.service.answers["package_name"]
     code = (
-        f"from {package}.settings import Settings; s = Settings(); "
-        "print(s.model_timeout_seconds, s.readiness_timeout_seconds, "
-        "'model_timeout' in Settings.model_fields)"
+        f"from {package_name}.settings import Settings; s = Settings(); "
+        "print(s.model_timeout_seconds, s.escalation_severity)"
     )
     # Reads .env from the service's root; development mode lets it load without API keys.
     development = {f"{updated.service.answers['env_prefix']}ENVIRONMENT": "development"}
     result = updated.service.run("python", "-c", code, env=development)
-    assert result.stdout.split() == ["12.0", "5.0", "False"]
+    assert result.stdout.split() == ["12.0", "1"]
+
+
+def test_the_lock_file_is_current(updated: Update) -> None:
+    # The service's commands run with `--frozen`, which would not notice a stale lock.
+    assert (updated.service.path / "uv.lock").is_file()
+    locked = subprocess.run(
+        ["uv", "lock", "--locked"],
+        cwd=updated.service.path,
+        env={
+            **{name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"},
+            "UV_PYTHON_DOWNLOADS": "never",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert locked.returncode == 0, locked.stderr
+
+
+def test_the_updated_service_passes_ruff(updated: Update) -> None:
+    updated.service.run("ruff", "check", ".")
+    updated.service.run("ruff", "format", "--check", ".")
+
+
+def test_the_updated_service_passes_its_own_tests_and_the_teams(updated: Update) -> None:
+    result = updated.service.run("pytest", "-q", "-p", "no:cacheprovider", "-rA")
+    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout[-2000:]
+    for team_test in (
+        "tests/test_agent.py::test_the_agent_calls_the_teams_tool",
+        "tests/test_tools.py::test_ticket_priority_names_the_priority",
+        "tests/runtime/test_no_merge_leftovers.py::test_no_conflict_markers_are_left",
+    ):
+        assert f"PASSED {team_test}" in result.stdout, result.stdout[-2000:]
+
+
+def test_the_updated_service_builds_its_docs_strictly(updated: Update) -> None:
+    updated.service.run("mkdocs", "build", "--strict")
+
+
+def test_the_migrations_find_nothing_left_in_the_updated_service(
+    updated: Update, tmp_path: Path
+) -> None:
+    service = clone(updated.service, tmp_path / "migrated", updated.update_commit)
+    env = (updated.service.path / ".env").read_text()
+    (service.path / ".env").write_text(env)
+    answers = service.answers
+    commands = [
+        [sys.executable, str(MIGRATIONS / "runtime_public_api.py"), answers["package_name"]],
+        [
+            sys.executable,
+            str(MIGRATIONS / "rename_setting.py"),
+            answers["env_prefix"],
+            answers["package_name"],
+            "model_timeout",
+            "model_timeout_seconds",
+        ],
+    ]
+    for command in commands * 2:
+        result = subprocess.run(
+            command, cwd=service.path, capture_output=True, text=True, check=True
+        )
+        assert result.stdout == "", result.stdout
+    assert git(service.path, "status", "--porcelain") == ""
+    assert (service.path / ".env").read_text() == env
+
+
+def test_updating_again_changes_nothing(updated: Update, tmp_path: Path) -> None:
+    service = clone(updated.service, tmp_path / "again", updated.update_commit)
+    env = (updated.service.path / ".env").read_text()
+    (service.path / ".env").write_text(env)
+
+    log = tmp_path / "update.log"
+    with output_of_subprocesses(log):
+        update(service.path, vcs_ref=updated.template.commit, quiet=True)
+
+    assert git(service.path, "status", "--porcelain") == ""
+    assert (service.path / ".env").read_text() == env
+    assert "migration:" not in log.read_text(encoding="utf-8")
+    check = check_update(service.path)
+    assert check["update_available"] is False
+    assert check["current_version"] == check["latest_version"]
 
 
 def test_a_conflicting_edit_is_marked_inline_and_fails_the_leftover_check(
     updated: Update, tmp_path: Path
 ) -> None:
     service = clone(updated.service, tmp_path / "conflicted", updated.team_commit)
-    module = "src/{pkg}/runtime/request_context.py"
-    path = service.path / module.format(pkg=service.answers["package_name"])
-    edit(path, before_first_import(TEAM_CONFLICTING_EDIT))  # where 0.2.0 puts RUNTIME_FIX
-    commit_all(service.path, "a team edit where the template's fix goes")
+    module = f"src/{service.answers['package_name']}/main.py"
+    # Right below the import line that the update rewrites.
+    edit(
+        service.path / module,
+        lambda text: text.replace(
+            "from .runtime.app import create_app\n",
+            "from .runtime.app import create_app\n" + TEAM_CONFLICTING_EDIT,
+        ),
+    )
+    commit_all(service.path, "a team edit where the template changes main.py")
 
-    update(service.path, skip_tasks=True, quiet=True)
+    log = tmp_path / "update.log"
+    with output_of_subprocesses(log):
+        update(service.path, vcs_ref=updated.template.commit, skip_tasks=True, quiet=True)
 
-    text = path.read_text()
-    assert CONFLICT_OPENING in text.splitlines()
-    assert CONFLICT_CLOSING in text.splitlines()
-    assert TEAM_CONFLICTING_EDIT in text  # nothing is lost: both sides are there
-    assert RUNTIME_FIX in text
-    assert text.endswith(TEAM_NOTE)  # and the rest of the file is still merged
-    assert path.relative_to(service.path).as_posix() in git(service.path, "ls-files", "--unmerged")
+    lines = (service.path / module).read_text().splitlines(keepends=True)
+    assert f"{CONFLICT_OPENING}\n" in lines
+    assert f"{CONFLICT_CLOSING}\n" in lines
+    assert TEAM_CONFLICTING_EDIT in lines  # nothing is lost: both sides are there
+    assert "from .runtime import create_app\n" in lines
+    assert lines[-1] == TEAM_NOTE.lstrip("\n")  # and the rest of the file is still merged
+    assert module in git(service.path, "ls-files", "--unmerged")
     assert list(service.path.rglob("*.rej")) == []
-    # The conftest imports the conflicted module; the check must fail on its own account.
+    assert f"{module}: conflict markers on lines" in log.read_text(encoding="utf-8")
+    # Without the conftest: the check must fail on its own account, whatever else the
+    # conflicted file breaks.
     check = service.run(
         "pytest",
         "-q",
@@ -426,43 +593,45 @@ def test_a_conflicting_edit_is_marked_inline_and_fails_the_leftover_check(
     assert "FAILED tests/runtime/test_no_merge_leftovers.py::test_no_conflict_markers_are_left" in (
         check.stdout
     )
-    assert "runtime/request_context.py" in check.stdout
+    assert module in check.stdout
 
 
-def test_updating_again_without_a_template_change_changes_nothing(
-    updated: Update, tmp_path: Path
+def test_from_tagged_releases_the_update_goes_to_the_newest_tag_and_migrates(
+    template_repository: TemplateRepository, tmp_path: Path
 ) -> None:
-    head = git(updated.service.path, "rev-parse", "HEAD").strip()
-    service = clone(updated.service, tmp_path / "again", head)
-    (service.path / ".env").write_text((updated.service.path / ".env").read_text())
+    require_python("3.11", "render and update a service")
+    template = tmp_path / "released"
+    git(tmp_path, "clone", "--quiet", str(template_repository.path), str(template))
+    git(template, "tag", "0.2.0", PRE_CHANGE)
+    git(template, "tag", "0.3.0", template_repository.commit)
+    path = render(tmp_path / "service", {}, template=template, vcs_ref="0.2.0", skip_tasks=True)
+    git(path, "init", "--quiet")
+    commit_all(path, "render the template at 0.2.0")
 
-    update(service.path, quiet=True)
+    log = tmp_path / "update.log"
+    with output_of_subprocesses(log):
+        update(path, skip_tasks=True, quiet=True)  # no vcs_ref: the newest release
 
-    assert git(service.path, "status", "--porcelain") == ""
-    assert (service.path / ".env").read_text() == (updated.service.path / ".env").read_text()
-    assert check_update(service.path) == {
-        "update_available": False,
-        "current_version": NEW,
-        "latest_version": NEW,
-    }
-
-
-# The two pieces of an update that need no render.
-
-
-def run_migration(service: Path) -> str:
-    command = [
-        sys.executable,
-        str(MIGRATION),
-        "APP_",
-        "app",
-        "model_timeout",
-        "model_timeout_seconds",
-    ]
-    return subprocess.run(command, cwd=service, capture_output=True, text=True, check=True).stdout
+    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == "0.3.0"
+    package_name = answers["package_name"]
+    output = log.read_text(encoding="utf-8")
+    for name, (_, new) in REWRITTEN_IMPORTS.items():
+        if name.startswith("src/"):
+            relative = name.format(pkg=package_name)
+            assert f"imports now from {package_name}.runtime in {relative}\n" in output, output
+            assert new in (path / relative).read_text()
 
 
-def test_the_migration_script_renames_once_and_only_the_setting(tmp_path: Path) -> None:
+# The pieces of an update that need no render.
+
+
+def run_script(script: Path, *arguments: str, cwd: Path) -> str:
+    command = [sys.executable, str(script), *arguments]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_rename_setting_migration_renames_once_and_only_the_setting(tmp_path: Path) -> None:
     settings = tmp_path / "src" / "app" / "settings.py"
     settings.parent.mkdir(parents=True)
     settings.write_text(
@@ -474,10 +643,11 @@ def test_the_migration_script_renames_once_and_only_the_setting(tmp_path: Path) 
     (tmp_path / ".env.production").write_text(
         "export APP_MODEL_TIMEOUT=9\nAPP_MODEL_TIMEOUT_SECONDS=10\n"
     )
+    arguments = ("APP_", "app", "model_timeout", "model_timeout_seconds")
 
-    first = run_migration(tmp_path)
+    first = run_script(MIGRATIONS / "rename_setting.py", *arguments, cwd=tmp_path)
     after_first = {path: path.read_text() for path in tmp_path.rglob("*") if path.is_file()}
-    second = run_migration(tmp_path)
+    second = run_script(MIGRATIONS / "rename_setting.py", *arguments, cwd=tmp_path)
 
     assert settings.read_text() == (
         "class Settings(RuntimeSettings):\n"
@@ -493,10 +663,108 @@ def test_the_migration_script_renames_once_and_only_the_setting(tmp_path: Path) 
     )
     assert ".env.production: both APP_MODEL_TIMEOUT and APP_MODEL_TIMEOUT_SECONDS" in first
     assert first.count("renamed") == 3, first
-    assert "renamed" not in second
+    assert "renamed" not in second  # the line left unchanged is pointed out again, rightly
     assert {path: path.read_text() for path in tmp_path.rglob("*") if path.is_file()} == (
         after_first
     )
+
+
+# A service of package `app` as the team left it before 0.3: every way its files import the old
+# runtime modules, and the template's own `runtime/` directories, which the migration leaves to
+# the merge.
+OLD_IMPORTS = {
+    "src/app/agent.py": '''\
+"""The agent."""
+
+from .runtime.service import AgentSpec
+from .runtime.settings import (
+    ENV_PREFIX,  # the prompt names it (in capitals)
+    settings_reference,
+)
+from .runtime.tools import ToolError as TeamError
+from .tools import TOOLS
+''',
+    "src/app/helpers.py": '''\
+"""A module of the team's own."""
+
+from .runtime import service
+from .runtime.errors import ApiError
+from .runtime.settings import RuntimeSettings, settings_reference
+''',
+    "src/app/settings.py": '''\
+"""Already migrated."""
+
+from .runtime import RuntimeSettings
+''',
+    "src/app/tools.py": "from .runtime.tools import ToolError, tool\n",
+    "tests/test_agent.py": '''\
+"""A test of the team's own."""
+
+from app.runtime.service import AgentSpec as Spec
+from app.runtime.testing import chat_body, serve
+from app.tools import TOOLS
+''',
+    "src/app/runtime/service.py": "from app.runtime.tools import tool\n",
+    "tests/runtime/test_api.py": "from app.runtime.testing import chat_body, serve\n",
+}
+NEW_IMPORTS = {
+    "src/app/agent.py": '''\
+"""The agent."""
+
+from .runtime import (
+    ENV_PREFIX,  # the prompt names it (in capitals)
+    AgentSpec,
+)
+from .runtime import ToolError as TeamError
+from .runtime._internal.settings import settings_reference
+from .tools import TOOLS
+''',
+    "src/app/helpers.py": '''\
+"""A module of the team's own."""
+
+from .runtime import RuntimeSettings
+from .runtime._internal.agent import service
+from .runtime._internal.errors import ApiError
+from .runtime._internal.settings import settings_reference
+''',
+    "src/app/tools.py": "from .runtime import ToolError, tool\n",
+    "tests/test_agent.py": '''\
+"""A test of the team's own."""
+
+from app.runtime import AgentSpec as Spec
+from app.runtime import chat_body, serve
+from app.tools import TOOLS
+''',
+}
+
+
+def test_the_runtime_import_migration_rewrites_the_teams_imports_once(tmp_path: Path) -> None:
+    for name, text in OLD_IMPORTS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    script = MIGRATIONS / "runtime_public_api.py"
+
+    first = run_script(script, "app", cwd=tmp_path)
+    after_first = {path: path.read_text() for path in tmp_path.rglob("*.py")}
+    second = run_script(script, "app", cwd=tmp_path)
+
+    assert first.splitlines() == [
+        f"migration: imports now from app.runtime in {name}" for name in NEW_IMPORTS
+    ]
+    for name, text in OLD_IMPORTS.items():
+        assert (tmp_path / name).read_text() == NEW_IMPORTS.get(name, text), name
+    assert second == ""
+    assert {path: path.read_text() for path in tmp_path.rglob("*.py")} == after_first
+    # As the service's ruff sorts imports: the rewritten blocks must pass its `ruff check`.
+    ruff = [sys.executable, "-m", "ruff", "check", "--isolated", "--line-length=100"]
+    sort_check = subprocess.run(
+        [*ruff, "--select=I", *NEW_IMPORTS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sort_check.returncode == 0, sort_check.stdout
 
 
 def run_leftover_check(project: Path) -> subprocess.CompletedProcess[str]:
