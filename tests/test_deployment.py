@@ -220,6 +220,11 @@ def test_the_ci_workflow_passes_actionlint_and_runs_every_check(rendered: Render
     assert ("apt-get install" in runs and "redis-server" in runs) == (
         rendered.answers["session_store"] == "redis"
     )
+    assert "apt-get install" in runs and "chromium" in runs  # for the API docs page test
+    uploaded = [
+        step["with"]["path"] for step in job["steps"] if "upload-artifact" in step.get("uses", "")
+    ]
+    assert uploaded == ["tests-artifacts/"]  # its screenshots
     pythons = [
         step["with"]["python-version"]
         for step in job["steps"]

@@ -99,3 +99,4 @@ def test_the_docs_site_builds_strictly_with_every_setting(rendered: Rendered, tm
     assert fields
     assert all(f"{prefix}{field.upper()}" in reference for field in fields)
     assert 'class="mermaid"' in (site / "architecture" / "index.html").read_text()
+    assert not (site / "hooks").exists()  # the build's own hook is not published

@@ -77,9 +77,11 @@ def _retry_after_seconds(headers: Mapping[str, str]) -> str | None:
         return seconds
     if milliseconds := headers.get("retry-after-ms"):
         try:
-            return str(math.ceil(float(milliseconds) / 1000))
+            wait = float(milliseconds) / 1000
         except ValueError:
             return None
+        # `inf`, `nan` and negative numbers parse, but name no wait a client could keep.
+        return str(math.ceil(wait)) if 0 <= wait < math.inf else None
     return None
 
 

@@ -1,17 +1,20 @@
 """Settings of the runtime's core, read from `<ENV_PREFIX>*` variables; features add theirs."""
 
+import json
 import re
-from typing import Literal, Self
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AnyHttpUrl,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .project import DEFAULT_MODEL, ENV_PREFIX
 
@@ -20,6 +23,24 @@ _ORIGIN = re.compile(r"https?://[^/\s]+")
 
 class ConfigurationError(Exception):
     """The environment describes a service that cannot start; the message says what to fix."""
+
+
+def _list_from_text(value: object) -> object:
+    """A list setting's variable: values separated by commas, or a JSON list."""
+    if not isinstance(value, str):
+        return value  # a list given in code
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"starts as a JSON list but is not one ({error})") from None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+Item = TypeVar("Item")
+# The type of every list setting. `NoDecode`: pydantic-settings would read the variable as
+# JSON only, and answer a plain `a,b` with a traceback that names the field, not the variable.
+ListSetting = Annotated[list[Item], NoDecode, BeforeValidator(_list_from_text)]
 
 
 class SettingsBase(BaseSettings):
@@ -75,7 +96,11 @@ class CoreSettings(SettingsBase):
         16_000, ge=256, description="Longest tool result (JSON text) the model receives."
     )
     request_max_messages: int = Field(
-        100, ge=1, description="Most messages one chat request may carry."
+        10_000,
+        ge=1,
+        description="Most messages one chat request may carry. A client without sessions "
+        "sends its whole conversation each turn: the body limit and the token budget bound "
+        "it, so this is high; older turns are trimmed, not refused.",
     )
     request_max_message_chars: int = Field(
         32_000, ge=1, description="Most characters one message of a chat request may have."
@@ -85,11 +110,12 @@ class CoreSettings(SettingsBase):
         ge=1_024,
         description="Largest request body accepted, checked before it is read; larger gets 413.",
     )
-    cors_allow_origins: list[str] = Field(
+    cors_allow_origins: ListSetting[str] = Field(
         [],
-        description="Browser origins allowed to call the API, as a JSON list such as "
-        '`["https://app.example.com"]`. Empty: no CORS headers, browsers on other origins '
-        "are refused. Credentials (cookies) are never allowed.",
+        description="Browser origins allowed to call the API, separated by commas, such as "
+        "`https://app.example.com,https://admin.example.com` (a JSON list works too). Empty: "
+        "no CORS headers, browsers on other origins are refused. Credentials (cookies) are "
+        "never allowed.",
     )
     history_max_tokens: int = Field(
         16_000,
@@ -190,11 +216,24 @@ def settings_reference(settings_class: type[SettingsBase]) -> str:
     """A Markdown table of every setting: variable, type, default and description."""
     rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, field in settings_class.model_fields.items():
-        kind = getattr(field.annotation, "__name__", None) or str(field.annotation)
-        kind = kind.replace("typing.", "").replace("pydantic.networks.", "")
-        kind = kind.replace("pydantic.types.", "").replace("|", "or")
+        kind = _type_name(field.annotation)
         default = "unset" if field.default is None else f"`{field.default}`"
         rows.append(
             f"| `{ENV_PREFIX}{name.upper()}` | {kind} | {default} | {field.description or ''} |"
         )
     return "\n".join(rows)
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a reader sets it: a choice by its allowed values, `X | None` as `X or None`."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " or ".join(f"`{value}`" for value in get_args(annotation))
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(member) for member in get_args(annotation))
+    if annotation is NoneType:
+        return "None"
+    name = getattr(annotation, "__name__", None) or str(annotation)
+    for module in ("typing.", "pydantic.networks.", "pydantic.types."):
+        name = name.replace(module, "")
+    return name

@@ -22,19 +22,20 @@ from autogen_agentchat.messages import (
     ToolCallExecutionEvent,
     ToolCallRequestEvent,
 )
-from autogen_core import CancellationToken, trace_tool_span
+from autogen_core import CancellationToken, FunctionCall, trace_tool_span
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
     CreateResult,
+    FunctionExecutionResult,
     FunctionExecutionResultMessage,
     LLMMessage,
     ModelFamily,
     ModelInfo,
     UserMessage,
 )
-from autogen_core.tools import FunctionTool, ToolSchema
+from autogen_core.tools import FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from ..http.schemas import ChatMessage
@@ -197,6 +198,62 @@ class _JsonSafeFunctionTool(FunctionTool):
     def return_value_as_string(self, value: Any) -> str:
         return str(value)
 
+    def reject_arguments(self, problem: str, call_id: str) -> str:
+        """What the model receives for a call whose arguments never reached `run_json`."""
+        # Its own span, as `run_json`, so that the outcome is recorded on it.
+        with trace_tool_span(self.name, tool_description=self.description, tool_call_id=call_id):
+            result = self._service_tool.reject_arguments(problem, max_chars=self._max_chars)
+            self._record_outcome(self.name, result.outcome)
+        return result.text
+
+
+def _arguments_problem(arguments: str) -> str | None:
+    """What makes tool arguments, as the model wrote them, no JSON object; None if nothing."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError as error:
+        return f"arguments: not valid JSON ({error})"
+    except RecursionError:
+        return "arguments: not valid JSON (nested too deeply)"
+    if not isinstance(parsed, dict):
+        return "arguments: must be a JSON object, one member per argument"
+    return None
+
+
+class _ToolWorkbench(StaticStreamWorkbench):
+    """The agent's tools, held as AutoGen holds them for `tools=`, and by name for
+    `_ServiceAgent`."""
+
+    def __init__(self, tools: Sequence[FunctionTool]) -> None:
+        super().__init__(list(tools))
+        self.tools_by_name = {tool.name: tool for tool in tools}
+
+
+class _ServiceAgent(AssistantAgent):
+    """An AssistantAgent whose tools answer every call, arguments that are no JSON object
+    included: for those AutoGen sends the model its parser's bare message (`Error:
+    Expecting ...`), calls the tool with no arguments, or, nested too deeply, stalls the
+    turn until its deadline."""
+
+    @staticmethod
+    async def _execute_tool_call(
+        tool_call: FunctionCall, workbench: Sequence[Workbench], **rest: Any
+    ) -> tuple[FunctionCall, FunctionExecutionResult]:
+        problem = _arguments_problem(tool_call.arguments)
+        [tools] = workbench  # the one `run_turn` gives the agent
+        tool = tools.tools_by_name.get(tool_call.name)
+        if problem is None or not isinstance(tool, _JsonSafeFunctionTool):
+            return await AssistantAgent._execute_tool_call(
+                tool_call=tool_call, workbench=workbench, **rest
+            )
+        result = FunctionExecutionResult(
+            content=tool.reject_arguments(problem, tool_call.id),
+            name=tool_call.name,
+            call_id=tool_call.id,
+            is_error=True,
+        )
+        return tool_call, result
+
 
 def build_tools(
     service_tools: Sequence[ServiceTool], max_chars: int, instrumentation: Instrumentation
@@ -320,10 +377,10 @@ async def run_turn(
     a `TurnResult` last.
     """
     *history, newest = messages
-    agent = AssistantAgent(
+    agent = _ServiceAgent(
         name=agent_name,
         model_client=model_client,
-        tools=list(tools),
+        workbench=_ToolWorkbench(tools),
         system_message=system_prompt,
         model_context=TurnTrimmingContext(
             [_history_message(m, agent_name) for m in history],

@@ -5,6 +5,8 @@ It answers `POST /v1/chat/completions` from the last message it is sent:
 - a user message `/tool NAME {"arg": ...}` asks for a call of tool NAME with those
   arguments (sent verbatim, so malformed JSON can be tried too);
 - a user message `/roles` answers with the roles of all messages received, in order;
+- a user message `/transcript` answers with every message received, in order, as
+  `role: text`, so a test sees any history that was not the request's own;
 - a tool result is answered with `NAME returned: RESULT`;
 - with faults on, a user message `/fault KIND` answers with that fault, for every attempt;
   `/fault KIND*N` only for the first N attempts of that exact message (see `FAULTS`);
@@ -36,6 +38,9 @@ OFFLINE_PREFIX = "[offline model]"
 FAST_RETRY = {"retry-after-ms": "10"}
 FAULTS = {
     "429": (429, {"retry-after": "7", **FAST_RETRY}),
+    # `retry-after-ms` alone, as some gateways send it; the SDK waits it out before retrying.
+    "429-retry-after-ms": (429, {"retry-after-ms": "1500"}),
+    "429-retry-after-ms-malformed": (429, {"retry-after-ms": "soon"}),
     "500": (500, FAST_RETRY),
     "503": (503, FAST_RETRY),
     "400": (400, {}),
@@ -55,7 +60,12 @@ def create_fake_upstream(
     `/fault` commands work only with `faults=True` (tests, `fake-upstream`): the offline
     model must not let a user's message make the service fail.
     """
-    app = FastAPI(title="Fake OpenAI-compatible upstream", openapi_url=None)
+    app = FastAPI(
+        title="Fake OpenAI-compatible upstream",
+        openapi_url=None,
+        # A stand-in for a model server makes no spans: in tests they would join the service's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.open_streams = 0
     attempts: Counter[str] = Counter()
 
@@ -209,6 +219,8 @@ def _answer(messages: list[dict[str, Any]], offered_tools: set[str]) -> dict[str
     text = _text(last).strip()
     if text == "/roles":
         return _say("roles: " + ",".join(m["role"] for m in messages))
+    if text == "/transcript":
+        return _say("transcript: " + " | ".join(f"{m['role']}: {_text(m)}" for m in messages))
     if text.startswith("/tool "):
         name, _, arguments = text.removeprefix("/tool ").strip().partition(" ")
         if name not in offered_tools:

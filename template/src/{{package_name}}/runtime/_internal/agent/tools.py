@@ -78,22 +78,32 @@ class ServiceTool:
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
                 for e in error.errors(include_url=False)
             )
-            log.warning("tool arguments rejected", tool=self.name, problems=problems)
-            text = tool_error_json("invalid_arguments", problems, retryable=True)
-            return ToolResult(text, "invalid_arguments")
+            return self.reject_arguments(problems, max_chars=max_chars)
         except ToolError as error:
             log.info("tool reported an error", tool=self.name, error_type=error.type)
-            text = tool_error_json(error.type, str(error), retryable=error.retryable)
+            text = tool_error_json(
+                error.type, str(error), retryable=error.retryable, max_chars=max_chars
+            )
             return ToolResult(text, "tool_error")
         except UnserializableResultError as error:
             log.error("tool result is not JSON-safe", tool=self.name, problem=str(error))
-            text = tool_error_json("unserializable_result", str(error), retryable=False)
+            text = tool_error_json(
+                "unserializable_result", str(error), retryable=False, max_chars=max_chars
+            )
             return ToolResult(text, "unserializable_result")
         except Exception as error:
             log.exception("tool raised", tool=self.name)
             message = f"The tool failed with {type(error).__name__}."
-            text = tool_error_json("tool_failed", message, retryable=False)
+            text = tool_error_json("tool_failed", message, retryable=False, max_chars=max_chars)
             return ToolResult(text, "tool_failed")
+
+    def reject_arguments(self, problems: str, *, max_chars: int) -> ToolResult:
+        """What the model receives for arguments the tool cannot take; `problems` names
+        each argument at fault and why."""
+        # Cut for the log too: the model chooses the arguments, and their names, at any size.
+        log.warning("tool arguments rejected", tool=self.name, problems=problems[:max_chars])
+        text = tool_error_json("invalid_arguments", problems, retryable=True, max_chars=max_chars)
+        return ToolResult(text, "invalid_arguments")
 
 
 @overload
@@ -137,8 +147,19 @@ def _validating(function: Callable[..., Any]) -> Callable[..., Any]:
     return in_thread
 
 
-def tool_error_json(type: str, message: str, *, retryable: bool) -> str:
-    return _dump({"error": {"type": type, "message": message, "retryable": retryable}})
+def tool_error_json(type: str, message: str, *, retryable: bool, max_chars: int) -> str:
+    """The structured error the model receives, within `max_chars`: a message too long for
+    it is cut, saying so, so that the error stays an error."""
+
+    def with_message(kept: int) -> str:
+        shown = message[:kept]
+        if kept < len(message):
+            shown += f" [cut from {len(message)} characters]"
+        return _dump({"error": {"type": type, "message": shown, "retryable": retryable}})
+
+    error = _cut_to_fit(with_message, min(len(message), max_chars), max_chars)
+    # Only a `type` longer than the limit leaves no room: cut as any oversized result is.
+    return limit_size(error, max_chars)
 
 
 def is_tool_error(text: str) -> bool:
@@ -156,13 +177,25 @@ def limit_size(text: str, max_chars: int) -> str:
     """Cut an oversized result, keeping the answer valid JSON and saying that it was cut."""
     if len(text) <= max_chars:
         return text
-    envelope = {"truncated": True, "original_chars": len(text), "partial_result": ""}
-    keep = max_chars - len(_dump(envelope))
-    while True:  # escaping can make the kept text longer than it was: shrink until it fits
-        cut = _dump({**envelope, "partial_result": text[: max(keep, 0)]})
-        if len(cut) <= max_chars or keep <= 0:
-            return cut
-        keep -= len(cut) - max_chars
+    envelope = {"truncated": True, "original_chars": len(text)}
+
+    def with_part(kept: int) -> str:
+        return _dump({**envelope, "partial_result": text[:kept]})
+
+    return _cut_to_fit(with_part, max_chars, max_chars)
+
+
+def _cut_to_fit(render: Callable[[int], str], keep: int, max_chars: int) -> str:
+    """`render(keep)`, with `keep`, the characters kept of the text being cut, lowered until
+    the rendering fits in `max_chars` or `keep` is 0.
+
+    Escaping can make the kept characters longer in JSON: one step may not be enough.
+    """
+    while True:
+        rendered = render(keep)
+        if len(rendered) <= max_chars or keep == 0:
+            return rendered
+        keep = max(keep - (len(rendered) - max_chars), 0)
 
 
 def to_json_text(value: Any) -> str:

@@ -17,6 +17,7 @@ from ..extensions import extensions
 from ..features import INSTALLED, RuntimeSettings
 from ..ops.logging import configure_logging
 from ..project import ENV_PREFIX, PROJECT_NAME
+from .docs import app_with_offline_docs
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from .routes import router
 
@@ -25,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
     configure_logging(settings)
-    app = FastAPI(title=PROJECT_NAME)
+    app = app_with_offline_docs(PROJECT_NAME)
     install_error_handlers(app)
     app.include_router(router)
     # Middleware: the last added runs first. The body limit is innermost; features add
@@ -67,6 +68,10 @@ def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
             async with AsyncExitStack() as features_running:
                 for feature_lifespan in plugged.lifespans:
                     await features_running.enter_async_context(feature_lifespan(app))
+                # What this process really runs with, for checking a deployment. Secret
+                # settings show as `**********`; a password inside a URL setting (REDIS_URL,
+                # MODEL_BASE_URL) is blanked by the log redaction, as in every other line.
+                log.debug("settings", settings=settings.model_dump(mode="json"))
                 log.info(
                     "service started",
                     provider=settings.model_provider,

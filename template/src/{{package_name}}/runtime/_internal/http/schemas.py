@@ -1,8 +1,16 @@
 """The HTTP API's request and response bodies."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
 
 
 class ChatMessage(BaseModel):
@@ -30,8 +38,34 @@ class ChatMessage(BaseModel):
             raise ValueError("must not be empty or only whitespace")
         return content
 
+    @field_validator("content")
+    @classmethod
+    def _encodable(cls, content: str) -> str:
+        # JSON escapes can spell a lone surrogate ("\ud800"), which no UTF-8 text can hold:
+        # the model server could never be sent it.
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"has a lone surrogate (\\u{ord(content[error.start]):04x}) at character "
+                f"{error.start}, which is not valid Unicode text"
+            ) from None
+        return content
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+
+def _not_a_path_step(session_id: str) -> str:
+    if session_id in (".", ".."):
+        # /v1/sessions/.. is /v1 to every URL library: the session could not be read back.
+        raise ValueError("must not be '.' or '..', which URLs read as steps of the path")
+    return session_id
+
+
+# The body's `session_id` and the sessions routes' path parameter.
+SessionId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,128}$"),
+    AfterValidator(_not_a_path_step),
+]
 
 
 class ChatRequest(BaseModel):
@@ -42,12 +76,11 @@ class ChatRequest(BaseModel):
         description="The conversation so far, oldest first, ending with the new user turn; "
         "with `session_id`, only the new messages: the stored ones come first.",
     )
-    session_id: str | None = Field(
+    session_id: SessionId | None = Field(
         None,
-        pattern=SESSION_ID_PATTERN,
-        description="Continue this stored conversation (any id the client chooses: letters, "
-        "digits, `.`, `_`, `-`). The turn is saved only once it succeeded. Only services "
-        "with sessions keep conversations; the others answer 422.",
+        description="Continue this stored conversation (any id the client chooses: up to 128 "
+        "letters, digits, `.`, `_`, `-`, but not `.` or `..`). The turn is saved only once it "
+        "succeeded. Only services with sessions keep conversations; the others answer 422.",
     )
 
     @field_validator("messages")

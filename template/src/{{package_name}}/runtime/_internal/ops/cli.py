@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -11,12 +12,25 @@ from ..agent.fake_upstream import create_fake_upstream
 from ..project import PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError
 
+# Of uvicorn's two HTTP parsers only h11 limits the size of a request's headers (httptools
+# takes megabytes of them); 16 KiB holds a bearer key and any gateway's forwarding headers.
+MAX_HEADER_BYTES = 16 * 1024
+# Time to send the last answers once every turn has reached its deadline.
+SHUTDOWN_MARGIN_SECONDS = 5
+
 
 def worker_count(text: str) -> int:
     count = int(text)
     if count < 1:
         raise argparse.ArgumentTypeError(f"needs at least one worker, got {count}")
     return count
+
+
+def whole_seconds(text: str) -> int:
+    seconds = int(text)
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"needs at least one second, got {seconds}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         # The variable uvicorn's and gunicorn's own commands read, so platforms that set it work.
         default=os.environ.get("WEB_CONCURRENCY", "1"),
         help="worker processes (default: $WEB_CONCURRENCY, else 1)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=whole_seconds,
+        default=5,
+        help="seconds an idle connection is kept open between requests (default: 5); behind a "
+        "load balancer that reuses connections, set it above the balancer's idle timeout",
     )
     serve.add_argument(
         "--reload", action="store_true", help="restart on code changes (development)"
@@ -49,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         # Building the app checks the whole configuration: fail here, with one message,
         # rather than with a traceback in every worker.
         importlib.import_module(f"{PACKAGE_NAME}.main")
+        settings = importlib.import_module(f"{PACKAGE_NAME}.settings").Settings.load()
     except ConfigurationError as error:
         print(error, file=sys.stderr)
         return 2
+    # On SIGTERM every turn in flight may run to its deadline; a connection still open after
+    # that (a client that never finishes sending its body) is cut, so that the lifespan's
+    # clean-up runs before the platform kills the process.
+    shutdown_seconds = math.ceil(settings.request_deadline_seconds) + SHUTDOWN_MARGIN_SECONDS
     uvicorn.run(
         f"{PACKAGE_NAME}.main:app",
         host=args.host,
@@ -60,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         reload=args.reload,
         log_config=None,
         access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=shutdown_seconds,
     )
     return 0
 

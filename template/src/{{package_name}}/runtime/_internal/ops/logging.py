@@ -8,7 +8,7 @@ import logging
 import sys
 
 import structlog
-from pydantic import SecretStr
+from pydantic import AnyUrl, SecretStr
 
 from ..settings import CoreSettings
 
@@ -100,10 +100,14 @@ def configure_logging(settings: CoreSettings) -> None:
 
 
 def _secret_values(settings: CoreSettings) -> list[str]:
-    """Every secret setting's value, long enough that blanking it cannot hide other text."""
+    """Every secret setting's value (a list of keys included) and every password written in a
+    setting's URL, each long enough that blanking it cannot hide other text."""
     values = []
     for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= 8:
-            values.append(value.get_secret_value())
-    return values
+        setting = getattr(settings, name)
+        for value in setting if isinstance(setting, list) else [setting]:
+            if isinstance(value, SecretStr):
+                values.append(value.get_secret_value())
+            elif isinstance(value, AnyUrl) and value.password:
+                values.append(value.password)
+    return [value for value in values if len(value) >= 8]
