@@ -148,9 +148,10 @@ def git(repository: Path, *arguments: str) -> str:
     return result.stdout
 
 
-def commit_all(repository: Path, message: str) -> str:
+def commit_all(repository: Path, message: str, *, allow_empty: bool = False) -> str:
     git(repository, "add", "--all")
-    git(repository, "commit", "--quiet", "--no-verify", "--message", message)
+    empty = ["--allow-empty"] if allow_empty else []
+    git(repository, "commit", "--quiet", "--no-verify", *empty, "--message", message)
     return git(repository, "rev-parse", "HEAD").strip()
 
 
@@ -247,7 +248,8 @@ def make_template_repository(repository: Path) -> TemplateRepository:
         if name and (TEMPLATE / name).is_file():
             (repository / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(TEMPLATE / name, repository / name)
-    commit = commit_all(repository, "the working tree")
+    # Empty on a clean checkout, as in CI: the commit still names what is tested.
+    commit = commit_all(repository, "the working tree", allow_empty=True)
     return TemplateRepository(repository, commit)
 
 
