@@ -1,6 +1,7 @@
 """One error shape for every failure: `{"error": {"type", "message", "request_id"}}`."""
 
 import math
+import re
 from collections.abc import Mapping
 
 import openai
@@ -85,6 +86,9 @@ def _retry_after_seconds(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+_NAMES_ITS_FIELD = re.compile(r"[a-z_][a-z_0-9.]*: ")
+
+
 def _validation_message(error: RequestValidationError) -> str:
     problems = []
     for detail in error.errors():
@@ -92,7 +96,11 @@ def _validation_message(error: RequestValidationError) -> str:
             problems.append(f"body: not valid JSON ({detail['ctx']['error']})")
             continue
         location = ".".join(str(part) for part in detail["loc"] if part != "body")
-        problems.append(f"{location or 'body'}: {detail['msg']}")
+        message = detail["msg"].removeprefix("Value error, ")
+        if not location and _NAMES_ITS_FIELD.match(message):
+            problems.append(message)  # a check of the whole body, naming the field at fault
+        else:
+            problems.append(f"{location or 'body'}: {message}")
     return "; ".join(problems)
 
 

@@ -89,6 +89,33 @@ class CoreSettings(SettingsBase):
     agent_max_tool_iterations: int = Field(
         3, ge=1, le=20, description="Rounds of tool calls the agent may make in one turn."
     )
+    team_max_messages: int = Field(
+        12,
+        ge=2,
+        le=200,
+        description="Messages a team may post in one turn, the user's included; reaching it "
+        "ends the turn with `stop_reason: max_messages`.",
+    )
+    team_token_budget: int = Field(
+        60_000,
+        ge=1_000,
+        description="Tokens (prompt and completion) a team's model calls may use in one turn; "
+        "reaching it ends the turn with `stop_reason: token_budget`.",
+    )
+    team_turn_seconds: float = Field(
+        90.0,
+        gt=0,
+        le=3600,
+        description="Time after which a team's turn ends, with `stop_reason: deadline`, as soon "
+        "as the agent speaking has finished; keep it under `REQUEST_DEADLINE_SECONDS`, which "
+        "ends a turn at once with 504.",
+    )
+    response_tool_details: bool = Field(
+        False,
+        description="Put tool arguments and results in the `messages` of chat responses; "
+        "off, those messages carry the tool's name only. Results may hold data the user "
+        "should not see.",
+    )
     tools_enabled: bool = Field(
         True, description="Offer tools to the model; switch off to isolate a bug to tool code."
     )

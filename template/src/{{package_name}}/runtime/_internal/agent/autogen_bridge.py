@@ -1,13 +1,16 @@
 """Every AutoGen call of the service lives here, so moving framework touches one module.
 
-AutoGen objects are split by lifetime: the model client and the tools are built
-once per process; an agent and its model context are built for one request and
-dropped with it, because an `AssistantAgent` keeps the conversation it ran.
+AutoGen objects are split by lifetime: the model client, the tools and the handoffs are
+built once per process (`Crew`); agents, their model contexts and a team are built for
+one request and dropped with it, because AutoGen agents and teams keep the conversation
+they ran.
 """
 
+import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,13 +18,19 @@ import httpx
 import openai
 import structlog
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.base import TaskResult
+from autogen_agentchat.base import Handoff, TaskResult, TerminatedException, TerminationCondition
 from autogen_agentchat.messages import (
+    BaseAgentEvent,
+    BaseChatMessage,
+    BaseTextChatMessage,
+    HandoffMessage,
     ModelClientStreamingChunkEvent,
+    StopMessage,
     TextMessage,
     ToolCallExecutionEvent,
     ToolCallRequestEvent,
 )
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import CancellationToken, FunctionCall, trace_tool_span
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import (
@@ -35,16 +44,18 @@ from autogen_core.models import (
     ModelInfo,
     UserMessage,
 )
-from autogen_core.tools import FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
+from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from pydantic import PrivateAttr
 
-from ..http.schemas import ChatMessage
+from ..http.schemas import Approval, ChatMessage
 from ..settings import CoreSettings
 from .fake_upstream import create_fake_upstream
 from .history import trim_to_budget
 from .instrumentation import Instrumentation, ModelCallRecord
+from .specs import USER, AgentOrTeam, AgentSpec, TeamSpec
 from .tokens import TokenCounter, message_tokens
-from .tools import ServiceTool, is_tool_error
+from .tools import ServiceTool, is_tool_error, tool_error_json
 
 log = structlog.get_logger(__name__)
 
@@ -59,28 +70,65 @@ _GENERIC_MODEL_INFO = ModelInfo(
 _OFFLINE_BASE_URL = "http://offline-model.invalid/v1"
 
 PayloadLogging = Literal["off", "shape", "content"]
-# The AutoGen types other runtime modules name, so that they import nothing from AutoGen.
+# The AutoGen type other runtime modules name, so that they import nothing from AutoGen.
 ModelClient = ChatCompletionClient
-AgentTool = FunctionTool
 
 
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of the model's text, as it streams in."""
+    """A piece of an agent's text, as it streams in."""
 
     text: str
+    source: str
 
 
 @dataclass(frozen=True)
 class ToolCallStarted:
     name: str
     arguments: str  # as the model wrote them: may be invalid JSON, may hold personal data
+    source: str
 
 
 @dataclass(frozen=True)
 class ToolCallFinished:
     name: str
     is_error: bool
+    source: str
+
+
+InnerMessageType = Literal["text", "tool_call", "tool_result", "handoff"]
+
+
+@dataclass(frozen=True)
+class InnerMessage:
+    """One message of a turn, as the response lists it."""
+
+    source: str
+    type: InnerMessageType
+    content: str
+    name: str | None = None  # the tool's, or the handoff's target
+    call_id: str | None = None
+    is_error: bool | None = None
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """A tool call waiting for a person's approval."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+StopReason = Literal[
+    "reply",
+    "max_tool_rounds",
+    "max_messages",
+    "token_budget",
+    "deadline",
+    "awaiting_input",
+    "awaiting_approval",
+]
 
 
 @dataclass(frozen=True)
@@ -88,12 +136,30 @@ class TurnResult:
     """The turn's end: always the last event of a run."""
 
     reply: str
+    stop_reason: StopReason
+    messages: tuple[InnerMessage, ...]
+    pending: tuple[PendingCall, ...]
     prompt_tokens: int
     completion_tokens: int
     tool_calls: int
+    # What the session keeps for the next turn; None when the transcript is enough.
+    state: dict[str, Any] | None
 
 
 TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
+
+
+@dataclass
+class _TurnRecord:
+    """What every model call of one turn adds up to, the selector's included."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_failure: BaseException | None = None
+
+
+# Set by each run for the model calls made under it, the team runtime's tasks included.
+_turn_record: ContextVar[_TurnRecord | None] = ContextVar("turn_record", default=None)
 
 
 class _ServiceModelClient(OpenAIChatCompletionClient):
@@ -107,7 +173,7 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
         self._observe = instrumentation.model_call
 
     async def create(self, *args: Any, **kwargs: Any) -> CreateResult:
-        with self._observe(self._model) as call:
+        with self._observe(self._model) as call, _noting_failure():
             result = await super().create(*args, **kwargs)
             _record_answer(call, result)
         return result
@@ -115,7 +181,7 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
     async def create_stream(
         self, *args: Any, **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
-        with self._observe(self._model) as call:
+        with self._observe(self._model) as call, _noting_failure():
             stream = super().create_stream(*args, **{**kwargs, "include_usage": True})
             async for item in stream:
                 if isinstance(item, CreateResult):
@@ -123,7 +189,23 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
                 yield item
 
 
+@contextmanager
+def _noting_failure() -> Iterator[None]:
+    """Keeps a model call's failure for the turn: a team reports it as a bare RuntimeError."""
+    try:
+        yield
+    except Exception as error:
+        record = _turn_record.get()
+        if record is not None:
+            record.model_failure = error
+        raise
+
+
 def _record_answer(call: ModelCallRecord, result: CreateResult) -> None:
+    record = _turn_record.get()
+    if record is not None:
+        record.prompt_tokens += result.usage.prompt_tokens
+        record.completion_tokens += result.usage.completion_tokens
     call.answered(
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
@@ -255,23 +337,56 @@ class _ServiceAgent(AssistantAgent):
         return tool_call, result
 
 
-def build_tools(
-    service_tools: Sequence[ServiceTool], max_chars: int, instrumentation: Instrumentation
-) -> list[FunctionTool]:
-    """Wrap tools once at start-up: wrapping costs about a millisecond per tool."""
-    names = [t.name for t in service_tools]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
-    return [_JsonSafeFunctionTool(t, max_chars, instrumentation) for t in service_tools]
+class _AwaitingApprovalTool(_JsonSafeFunctionTool):
+    """What the model is offered for a tool that needs approval: the tool's own schema, but a
+    call only pauses the turn (it is a handoff to the user); the tool runs once approved."""
+
+    async def run_json(
+        self,
+        args: Mapping[str, Any],
+        cancellation_token: CancellationToken,
+        call_id: str | None = None,
+    ) -> str:
+        return _AWAITING_APPROVAL
 
 
-def prompt_overhead_tokens(
-    system_prompt: str, tools: Sequence[FunctionTool], count: TokenCounter
-) -> int:
-    """Tokens every model call spends before the history: the system prompt and tool schemas."""
-    schemas = sum(count(json.dumps(tool.schema)) for tool in tools)
-    return message_tokens(count, system_prompt) + schemas
+_AWAITING_APPROVAL = "This call waits for a person's approval."
+
+
+def _ask_user(question: str) -> str:
+    return question
+
+
+class _BuiltHandoff(Handoff):
+    """A handoff whose tool is built once, at start-up: AutoGen builds a new FunctionTool, about
+    a millisecond, each time an agent is made with a plain handoff."""
+
+    _tool: BaseTool[Any, Any] | None = PrivateAttr(default=None)
+
+    @property
+    def handoff_tool(self) -> BaseTool[Any, Any]:
+        if self._tool is None:
+            self._tool = super().handoff_tool
+        return self._tool
+
+
+def _handoff(target: str, tool: BaseTool[Any, Any] | None = None) -> _BuiltHandoff:
+    """A handoff to `target`, with `tool` as the model sees it (by default AutoGen's own)."""
+    if tool is None:
+        handoff = _BuiltHandoff(target=target)
+    else:
+        handoff = _BuiltHandoff(target=target, name=tool.name, description=tool.description)
+        handoff._tool = tool
+    handoff.handoff_tool.schema  # noqa: B018 - built now, not in a request
+    return handoff
+
+
+_ASK_USER = FunctionTool(
+    _ask_user,
+    name="ask_user",
+    description="Ask the user a question and end your turn until they answer. Use it only "
+    "when you cannot go on without something that only the user knows.",
+)
 
 
 def message_text(message: LLMMessage) -> str:
@@ -312,6 +427,21 @@ class TurnTrimmingContext(ChatCompletionContext):
         self._costs.append(message_tokens(self._count, message_text(message)))
         self._trim()
 
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        await super().load_state(state)
+        self._costs = [message_tokens(self._count, message_text(m)) for m in self._messages]
+        self._trim()
+
+    def settle(self, results: Mapping[str, FunctionExecutionResult]) -> None:
+        """Put the results of calls that waited for approval in place of their placeholders."""
+        for index, message in enumerate(self._messages):
+            if isinstance(message, FunctionExecutionResultMessage):
+                settled = [results.get(r.call_id, r) for r in message.content]
+                self._messages[index] = settled_message = FunctionExecutionResultMessage(
+                    content=settled
+                )
+                self._costs[index] = message_tokens(self._count, message_text(settled_message))
+
     async def get_messages(self) -> list[LLMMessage]:
         """What the next model call is sent, after the system prompt."""
         if self._payload_logging != "off":
@@ -350,78 +480,560 @@ class TurnTrimmingContext(ChatCompletionContext):
         del self._costs[: trim.first_kept]
 
 
+@dataclass(frozen=True)
+class TurnLimits:
+    """What ends a turn before its reply, from the settings."""
+
+    max_tool_iterations: int
+    team_max_messages: int
+    team_token_budget: int
+    team_turn_seconds: float
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """What a paused conversation waits for: the user's answer, or decisions on tool calls."""
+
+    kind: Literal["input", "approval"]
+    agent: str  # the one that asked, and that goes on once answered
+    calls: tuple[PendingCall, ...] = ()
+
+
+class StateRefused(Exception):
+    """A session's saved state that this service cannot go on from."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+
+
+@dataclass(frozen=True)
+class TurnInput:
+    """What a turn starts from."""
+
+    history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
+    newest: str | None  # the user's new message; None when the turn decides approvals
+    state: Mapping[str, Any] | None  # the crew's state saved by the previous turn
+    approvals: Sequence[Approval] = ()
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One agent, as built at start-up: what every request's copy of it shares."""
+
+    spec: AgentSpec
+    system_message: str
+    tools: tuple[_JsonSafeFunctionTool, ...]
+    handoffs: tuple[_BuiltHandoff, ...]
+    needs_approval: Mapping[str, _JsonSafeFunctionTool]
+    history_budget: int
+
+
+_SELECTOR_PROMPT = """You choose who speaks next in a team of agents that answers a user.
+
+The agents:
+{roles}
+
+The conversation so far:
+{history}
+
+Choose the next speaker from {participants}. Answer with the name alone."""
+
+
+def _team_preamble(name: str, names: Sequence[str]) -> str:
+    # Teammates' messages reach an agent as user messages with a name: it must know its own.
+    others = ", ".join(f"`{other}`" for other in names if other != name)
+    return f"You are `{name}` in a team of agents with {others}, answering a user together.\n\n"
+
+
+class Crew:
+    """The agent or team the service runs, as built once per process from the team's spec.
+
+    Each turn (`run`) builds its own AutoGen agents, model contexts and team from this:
+    only the model client, the tools and the handoffs are shared between requests.
+    """
+
+    def __init__(
+        self,
+        spec: AgentOrTeam,
+        *,
+        settings: CoreSettings,
+        instrumentation: Instrumentation,
+        count_tokens: TokenCounter,
+        budget_for: Callable[[str, int], int],
+    ) -> None:
+        if isinstance(spec, TeamSpec):
+            self.kind: str = spec.kind
+            agents: Sequence[AgentSpec] = spec.agents
+            self._replier = spec.replier
+        else:
+            if any(target != USER for target in spec.handoffs):
+                raise ValueError(f"agent {spec.name!r}: a lone agent can hand off only to USER")
+            self.kind, agents, self._replier = "single", [spec], spec.name
+        self.names = tuple(agent.name for agent in agents)
+        self._count = count_tokens
+        self._instrumentation = instrumentation
+        self._max_chars = settings.tool_result_max_chars
+        self._limits = TurnLimits(
+            max_tool_iterations=settings.agent_max_tool_iterations,
+            team_max_messages=settings.team_max_messages,
+            team_token_budget=settings.team_token_budget,
+            team_turn_seconds=settings.team_turn_seconds,
+        )
+        self._members = {agent.name: self._member(agent, settings, budget_for) for agent in agents}
+        self.history_budget = min(m.history_budget for m in self._members.values())
+        # Tools that only hand over (to an agent, to the user, or to an approver): the
+        # handoff itself tells the turn's story, not their calls.
+        self._handoff_tools = frozenset(
+            h.name
+            for member in self._members.values()
+            for h in member.handoffs
+            if h.name not in member.needs_approval
+        )
+
+    def _member(
+        self, agent: AgentSpec, settings: CoreSettings, budget_for: Callable[[str, int], int]
+    ) -> _Member:
+        offered = agent.tools if settings.tools_enabled else ()
+        names = [t.name for t in offered]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
+        # Wrapped once here: wrapping costs about a millisecond per tool.
+        built = {
+            t.name: _JsonSafeFunctionTool(t, self._max_chars, self._instrumentation)
+            for t in offered
+        }
+        needs_approval = {t.name: built[t.name] for t in offered if t.requires_approval}
+        handoffs = [
+            _handoff(USER, _ASK_USER) if target == USER else _handoff(target)
+            for target in agent.handoffs
+        ]
+        handoffs += [
+            _handoff(USER, _AwaitingApprovalTool(t, self._max_chars, self._instrumentation))
+            for t in offered
+            if t.requires_approval
+        ]
+        system_message = agent.system_prompt
+        if self.kind != "single":
+            system_message = _team_preamble(agent.name, self.names) + system_message
+        tools = tuple(tool for name, tool in built.items() if name not in needs_approval)
+        schemas = [tool.schema for tool in tools] + [h.handoff_tool.schema for h in handoffs]
+        overhead = message_tokens(self._count, system_message) + sum(
+            self._count(json.dumps(schema)) for schema in schemas
+        )
+        return _Member(
+            spec=agent,
+            system_message=system_message,
+            tools=tools,
+            handoffs=tuple(handoffs),
+            needs_approval=needs_approval,
+            history_budget=budget_for(agent.name, overhead),
+        )
+
+    @property
+    def tool_names(self) -> list[str]:
+        return sorted(
+            {t.name for m in self._members.values() for t in [*m.tools, *m.needs_approval.values()]}
+        )
+
+    def awaiting(self, state: Mapping[str, Any] | None) -> Awaiting | None:
+        """What a saved state waits for; `StateRefused` if this crew cannot go on from it."""
+        if state is None:
+            return None
+        saved_by = f"{state.get('kind')} of {', '.join(state.get('agents') or ())}"
+        if state.get("kind") != self.kind or tuple(state.get("agents") or ()) != self.names:
+            raise StateRefused(
+                "session_team_changed",
+                f"This session was saved by a different team ({saved_by}); this service "
+                f"runs a {self.kind} of {', '.join(self.names)}. Start a new session, or "
+                "delete this one.",
+            )
+        awaiting = state.get("awaiting")
+        if awaiting is None:
+            return None
+        try:
+            return Awaiting(
+                kind=awaiting["kind"],
+                agent=awaiting["agent"],
+                calls=tuple(PendingCall(**call) for call in awaiting.get("calls", ())),
+            )
+        except (KeyError, TypeError) as error:
+            raise StateRefused(
+                "session_state_unreadable",
+                "This session's saved state cannot be read. Start a new session, or delete "
+                "this one.",
+            ) from error
+
+    async def run(
+        self,
+        turn: TurnInput,
+        *,
+        model_client: ChatCompletionClient,
+        stream_text: bool,
+        payload_logging: PayloadLogging,
+        cancellation_token: CancellationToken,
+    ) -> AsyncIterator[TurnEvent]:
+        """Answer the turn on freshly built agents: yields tool calls as they start and end,
+        text deltas when `stream_text` is set, and a `TurnResult` last."""
+        record = _TurnRecord()
+        _turn_record.set(record)
+        awaiting = self.awaiting(turn.state)
+        contexts = {
+            name: TurnTrimmingContext(
+                [] if turn.state else [_history_message(m, name) for m in turn.history],
+                member.history_budget,
+                self._count,
+                payload_logging,
+                self._instrumentation.history_trimmed,
+            )
+            for name, member in self._members.items()
+        }
+        agents = [
+            _ServiceAgent(
+                name=name,
+                description=member.spec.description or f"The agent {name}.",
+                model_client=model_client,
+                workbench=_ToolWorkbench(member.tools),
+                handoffs=list(member.handoffs),
+                system_message=member.system_message,
+                model_context=contexts[name],
+                reflect_on_tool_use=True,
+                max_tool_iterations=self._limits.max_tool_iterations,
+                model_client_stream=stream_text,
+            )
+            for name, member in self._members.items()
+        ]
+        end = _TurnEnd(self._replier, self._limits, record)
+        resume_at = awaiting.agent if awaiting else None
+        runner: AssistantAgent | RoundRobinGroupChat | SelectorGroupChat | Swarm = (
+            agents[0] if self.kind == "single" else self._team(agents, model_client, end, resume_at)
+        )
+        if turn.state is not None:
+            await _load_state(runner, turn.state["autogen"], self.names, resume_at)
+        settled: list[InnerMessage] = []
+        text = turn.newest
+        if turn.approvals:
+            assert awaiting is not None  # the service checked the decisions against it
+            async for event in self._decide(turn.approvals, awaiting, contexts, settled):
+                yield event
+            text = _decisions_text(turn.approvals, awaiting)
+        assert text is not None
+        task: TextMessage | HandoffMessage = TextMessage(content=text, source=USER)
+        if self.kind == "swarm" and resume_at is not None:
+            # A swarm goes on only from a handoff to one of its agents (autogen#5912).
+            task = HandoffMessage(content=text, source=USER, target=resume_at)
+        run = runner.run_stream(task=task, cancellation_token=cancellation_token)
+        transcript = _Transcript(self._limits.max_tool_iterations, self._handoff_tools, settled)
+        with self._instrumentation.agent_run():
+            try:
+                async with aclosing(run) as items:
+                    async for item in items:
+                        if isinstance(item, TaskResult):
+                            break
+                        for event in transcript.add(item):
+                            yield event
+            except RuntimeError as error:
+                # A team turns an agent's failure into a RuntimeError: answer with the original.
+                if record.model_failure is not None:
+                    raise record.model_failure from error
+                raise
+        yield await self._result(runner, transcript, end, record)
+
+    def _team(
+        self,
+        agents: list[AssistantAgent],
+        model_client: ChatCompletionClient,
+        end: "_TurnEnd",
+        resume_at: str | None,
+    ) -> RoundRobinGroupChat | SelectorGroupChat | Swarm:
+        if self.kind == "round_robin":
+            return RoundRobinGroupChat(agents, termination_condition=end)
+        if self.kind == "swarm":
+            return Swarm(agents, termination_condition=end)
+        return SelectorGroupChat(
+            agents,
+            model_client=model_client,
+            termination_condition=end,
+            selector_prompt=_SELECTOR_PROMPT,
+            # The agent that asked the user goes on; after it, the model chooses.
+            selector_func=None if resume_at is None else _first_pick(resume_at),
+            # The selector's own history, which it would otherwise keep whole.
+            model_context=TurnTrimmingContext([], self.history_budget, self._count),
+        )
+
+    async def _decide(
+        self,
+        approvals: Sequence[Approval],
+        awaiting: Awaiting,
+        contexts: Mapping[str, "TurnTrimmingContext"],
+        settled: list[InnerMessage],
+    ) -> AsyncIterator[TurnEvent]:
+        """Run the approved calls, refuse the rejected ones, and put both results where the
+        asking agent's placeholders were."""
+        member = self._members[awaiting.agent]
+        calls = {call.id: call for call in awaiting.calls}
+        results: dict[str, FunctionExecutionResult] = {}
+        for approval in approvals:
+            call = calls[approval.id]
+            if approval.decision == "approve":
+                arguments = approval.arguments or call.arguments
+                yield ToolCallStarted(call.name, arguments, awaiting.agent)
+                tool = member.needs_approval[call.name]
+                problem = _arguments_problem(arguments)
+                content = (
+                    tool.reject_arguments(problem, call.id)
+                    if problem
+                    else await tool.run_json(json.loads(arguments), CancellationToken(), call.id)
+                )
+                failed = is_tool_error(content)
+                yield ToolCallFinished(call.name, failed, awaiting.agent)
+            else:
+                reason = approval.reason or "A person declined to approve this call."
+                content = tool_error_json(
+                    "rejected", reason, retryable=False, max_chars=self._max_chars
+                )
+                failed = True
+            results[call.id] = FunctionExecutionResult(
+                content=content, name=call.name, call_id=call.id, is_error=failed
+            )
+            settled.append(
+                InnerMessage(awaiting.agent, "tool_result", content, call.name, call.id, failed)
+            )
+        contexts[awaiting.agent].settle(results)
+
+    async def _result(
+        self,
+        runner: AssistantAgent | RoundRobinGroupChat | SelectorGroupChat | Swarm,
+        transcript: "_Transcript",
+        end: "_TurnEnd",
+        record: _TurnRecord,
+    ) -> TurnResult:
+        last = transcript.last_chat
+        awaiting: Awaiting | None = None
+        if isinstance(last, HandoffMessage) and last.target == USER:
+            needs_approval = self._members[last.source].needs_approval
+            pending = tuple(
+                PendingCall(call.id, call.name, call.arguments)
+                for call in transcript.last_calls.get(last.source, ())
+                if call.name in needs_approval
+            )
+            awaiting = Awaiting("approval" if pending else "input", last.source, pending)
+        if awaiting is not None and awaiting.kind == "approval":
+            stop_reason: StopReason = "awaiting_approval"
+            reply = "Waiting for approval: " + ", ".join(c.name for c in awaiting.calls) + "."
+        elif awaiting is not None:
+            stop_reason, reply = "awaiting_input", last.to_text() if last else ""
+        else:
+            stop_reason = end.reason or transcript.reply_reason
+            reply = transcript.reply
+        state: dict[str, Any] | None = None
+        if self.kind != "single" or (awaiting is not None and awaiting.kind == "approval"):
+            saved = dict(await runner.save_state())
+            if self.kind != "single":
+                _trim_thread(saved, self._count, self.history_budget)
+            state = {
+                "kind": self.kind,
+                "agents": list(self.names),
+                "autogen": saved,
+                "awaiting": None if awaiting is None else _awaiting_json(awaiting),
+            }
+        return TurnResult(
+            reply=reply,
+            stop_reason=stop_reason,
+            messages=tuple(transcript.messages),
+            pending=awaiting.calls if awaiting else (),
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            tool_calls=transcript.tool_calls,
+            state=state,
+        )
+
+
 def _history_message(message: ChatMessage, agent_name: str) -> LLMMessage:
     if message.role == "assistant":
         return AssistantMessage(content=message.content, source=agent_name)
-    return UserMessage(content=message.content, source="user")
+    return UserMessage(content=message.content, source=USER)
 
 
-async def run_turn(
-    *,
-    model_client: ChatCompletionClient,
-    tools: Sequence[FunctionTool],
-    agent_name: str,
-    system_prompt: str,
-    messages: Sequence[ChatMessage],
-    max_tool_iterations: int,
-    history_budget: int,
-    count_tokens: TokenCounter,
-    payload_logging: PayloadLogging,
-    stream_text: bool,
-    cancellation_token: CancellationToken,
-    instrumentation: Instrumentation,
-) -> AsyncIterator[TurnEvent]:
-    """Answer the newest user message, with the earlier messages as history, on a fresh agent.
-
-    Yields tool calls as they start and finish, text deltas when `stream_text` is set, and
-    a `TurnResult` last.
-    """
-    *history, newest = messages
-    agent = _ServiceAgent(
-        name=agent_name,
-        model_client=model_client,
-        workbench=_ToolWorkbench(tools),
-        system_message=system_prompt,
-        model_context=TurnTrimmingContext(
-            [_history_message(m, agent_name) for m in history],
-            history_budget,
-            count_tokens,
-            payload_logging,
-            instrumentation.history_trimmed,
-        ),
-        reflect_on_tool_use=True,
-        max_tool_iterations=max_tool_iterations,
-        model_client_stream=stream_text,
-    )
-    task = TextMessage(content=newest.content, source="user")
-    run = agent.run_stream(task=task, cancellation_token=cancellation_token)
-    with instrumentation.agent_run():
-        async with aclosing(run) as items:
-            async for item in items:
-                if isinstance(item, ModelClientStreamingChunkEvent):
-                    yield TextDelta(item.content)
-                elif isinstance(item, ToolCallRequestEvent):
-                    for call in item.content:
-                        yield ToolCallStarted(call.name, call.arguments)
-                elif isinstance(item, ToolCallExecutionEvent):
-                    for result in item.content:
-                        # Our tools answer errors as JSON; AutoGen flags only what it caught itself.
-                        failed = result.is_error or is_tool_error(result.content)
-                        yield ToolCallFinished(result.name, failed)
-                elif isinstance(item, TaskResult):
-                    yield _turn_result(item)
+def _awaiting_json(awaiting: Awaiting) -> dict[str, Any]:
+    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in awaiting.calls]
+    return {"kind": awaiting.kind, "agent": awaiting.agent, "calls": calls}
 
 
-def _turn_result(result: TaskResult) -> TurnResult:
-    usages = [m.models_usage for m in result.messages if m.models_usage is not None]
-    return TurnResult(
-        reply=result.messages[-1].to_text(),
-        prompt_tokens=sum(u.prompt_tokens for u in usages),
-        completion_tokens=sum(u.completion_tokens for u in usages),
-        tool_calls=sum(
-            len(m.content) for m in result.messages if isinstance(m, ToolCallRequestEvent)
-        ),
-    )
+def _decisions_text(approvals: Sequence[Approval], awaiting: Awaiting) -> str:
+    names = {call.id: call.name for call in awaiting.calls}
+    decided = [
+        f"{names[a.id]} ({a.id}) {'approved' if a.decision == 'approve' else 'rejected'}"
+        for a in approvals
+    ]
+    return "My decisions on the calls that waited for approval: " + "; ".join(decided) + "."
+
+
+def _first_pick(name: str) -> Callable[[Sequence[Any]], str | None]:
+    """A selector function that picks `name` once, then leaves the choice to the model."""
+    picks = [name]
+
+    def pick(_: Sequence[Any]) -> str | None:
+        return picks.pop() if picks else None
+
+    return pick
+
+
+async def _load_state(
+    runner: AssistantAgent | RoundRobinGroupChat | SelectorGroupChat | Swarm,
+    saved: Mapping[str, Any],
+    names: Sequence[str],
+    resume_at: str | None,
+) -> None:
+    """Load a saved state; `StateRefused` if AutoGen cannot read it."""
+    if resume_at is not None and isinstance(runner, RoundRobinGroupChat):
+        # The agent that asked goes on, not the one after it.
+        saved = json.loads(json.dumps(saved))
+        for agent_state in saved["agent_states"].values():
+            if agent_state.get("type") == "RoundRobinManagerState":
+                agent_state["next_speaker_index"] = list(names).index(resume_at)
+    try:
+        await runner.load_state(saved)
+    except (KeyError, TypeError, ValueError) as error:
+        log.warning("saved session state unreadable", error=f"{type(error).__name__}: {error}")
+        raise StateRefused(
+            "session_state_unreadable",
+            "This session's saved state cannot be read by this version of the service. "
+            "Start a new session, or delete this one.",
+        ) from error
+
+
+def _trim_thread(state: dict[str, Any], count: TokenCounter, budget: int) -> None:
+    """Keep a team manager's message thread within the history budget, by whole turns: the
+    manager keeps every message of every turn, and the selector rebuilds its history from it."""
+    for agent_state in state.get("agent_states", {}).values():
+        thread = agent_state.get("message_thread")
+        if not thread:
+            continue
+        costs = [message_tokens(count, json.dumps(message.get("content"))) for message in thread]
+        starts_turn = [message.get("source") == USER for message in thread]
+        agent_state["message_thread"] = thread[
+            trim_to_budget(costs, starts_turn, budget).first_kept :
+        ]
+
+
+class _TurnEnd(TerminationCondition):
+    """Ends a team's turn, and keeps why: a reply, a question or approval for the user, or a
+    limit. AutoGen resets a condition once it fired; `reason` stays for the result."""
+
+    def __init__(self, replier: str | None, limits: TurnLimits, record: _TurnRecord) -> None:
+        self._replier = replier
+        self._limits = limits
+        self._record = record
+        self._deadline = asyncio.get_running_loop().time() + limits.team_turn_seconds
+        self._messages = 0
+        self._stopped = False
+        self.reason: StopReason | None = None
+
+    @property
+    def terminated(self) -> bool:
+        return self._stopped
+
+    async def __call__(
+        self, messages: Sequence[BaseAgentEvent | BaseChatMessage]
+    ) -> StopMessage | None:
+        if self._stopped:
+            raise TerminatedException("the turn has already ended")
+        reason: StopReason | None = None
+        agents_spoke = False
+        for message in messages:
+            if not isinstance(message, BaseChatMessage):
+                continue
+            self._messages += 1
+            agents_spoke = agents_spoke or message.source != USER
+            if isinstance(message, HandoffMessage):
+                if message.target == USER:
+                    reason = "awaiting_input"  # the result tells input from approval
+            elif (
+                isinstance(message, BaseTextChatMessage)
+                and message.source != USER
+                and self._replier in (None, message.source)
+            ):
+                reason = "reply"
+        if reason is None and agents_spoke:  # a limit never ends a turn before it starts
+            record = self._record
+            if self._messages >= self._limits.team_max_messages:
+                reason = "max_messages"
+            elif record.prompt_tokens + record.completion_tokens >= self._limits.team_token_budget:
+                reason = "token_budget"
+            elif asyncio.get_running_loop().time() >= self._deadline:
+                reason = "deadline"
+        if reason is None:
+            return None
+        self._stopped = True
+        if reason not in ("reply", "awaiting_input"):
+            self.reason = reason
+        return StopMessage(content=reason, source="turn_end")
+
+    async def reset(self) -> None:
+        self._stopped = False
+
+
+class _Transcript:
+    """The turn's messages as they come, and what its end is read from."""
+
+    def __init__(
+        self, max_tool_iterations: int, handoff_tools: frozenset[str], settled: list[InnerMessage]
+    ) -> None:
+        self._max_rounds = max_tool_iterations
+        self._handoff_tools = handoff_tools
+        self.messages = settled
+        self.tool_calls = 0
+        self.last_chat: BaseChatMessage | None = None
+        self.last_calls: dict[str, list[FunctionCall]] = {}
+        self.reply = ""
+        self.reply_reason: StopReason = "reply"
+        self._rounds: dict[str, int] = {}
+
+    def add(self, item: BaseAgentEvent | BaseChatMessage) -> list[TurnEvent]:
+        source = item.source
+        if isinstance(item, ModelClientStreamingChunkEvent):
+            return [TextDelta(item.content, source)]
+        if source == USER:
+            return []  # the task, as given
+        if isinstance(item, ToolCallRequestEvent):
+            self.last_calls[source] = list(item.content)
+            self._rounds[source] = self._rounds.get(source, 0) + 1
+            calls = [call for call in item.content if call.name not in self._handoff_tools]
+            self.tool_calls += len(calls)
+            for call in calls:
+                self.messages.append(
+                    InnerMessage(source, "tool_call", call.arguments, call.name, call.id)
+                )
+            return [ToolCallStarted(call.name, call.arguments, source) for call in calls]
+        if isinstance(item, ToolCallExecutionEvent):
+            events: list[TurnEvent] = []
+            for result in item.content:
+                if result.name in self._handoff_tools or result.content == _AWAITING_APPROVAL:
+                    continue
+                # Our tools answer errors as JSON; AutoGen flags only what it caught itself.
+                failed = result.is_error or is_tool_error(result.content)
+                self.messages.append(
+                    InnerMessage(
+                        source, "tool_result", result.content, result.name, result.call_id, failed
+                    )
+                )
+                events.append(ToolCallFinished(result.name, bool(failed), source))
+            return events
+        if isinstance(item, HandoffMessage):
+            self.last_chat = item
+            self.messages.append(InnerMessage(source, "handoff", item.content, item.target))
+        elif isinstance(item, BaseTextChatMessage):
+            self.last_chat = item
+            self.reply = item.content
+            # Past its last tool round an agent must answer: its reply was forced.
+            forced = self._rounds.get(source, 0) >= self._max_rounds
+            self.reply_reason = "max_tool_rounds" if forced else "reply"
+            self.messages.append(InnerMessage(source, "text", item.content))
+        if isinstance(item, BaseChatMessage):
+            self._rounds[source] = 0
+        return []
 
 
 def raised_by_framework(error: BaseException) -> bool:

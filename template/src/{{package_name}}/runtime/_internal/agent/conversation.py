@@ -1,14 +1,14 @@
 """The conversation a turn continues: where its history comes from and where the turn goes.
 
 Every chat endpoint takes the same steps, written once in `service.ChatService.begin`:
-begin (lock the conversation, read its history) → run the turn → commit (save the turn
-with its reply) → release (unlock, whether or not it was committed). Without sessions
-the history is what the client sent and there is nothing to save; the sessions feature
-plugs in a store that keeps conversations in Redis.
+begin (lock the conversation, read its history and saved state) → run the turn → commit
+(save the turn with its reply and the state the agents left) → release (unlock, whether
+or not it was committed). Without sessions the history is what the client sent and there
+is nothing to save; the sessions feature plugs in a store that keeps conversations in Redis.
 """
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from ..errors import ApiError
 from ..http.schemas import ChatMessage, ChatRequest
@@ -22,8 +22,14 @@ class Conversation(Protocol):
         """Stored messages that come before the request's own."""
         ...
 
-    async def commit(self, reply: str) -> None:
-        """Save the turn (the request's messages and `reply`), then release."""
+    @property
+    def state(self) -> Mapping[str, Any] | None:
+        """What the agents left after the previous turn (a team's state), if anything."""
+        ...
+
+    async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
+        """Save the turn (the request's messages, `reply` unless None, and the agents'
+        `state`), then release."""
         ...
 
     async def release(self) -> None:
@@ -41,8 +47,9 @@ class Unsaved:
     """A conversation the client carries: no stored history, nothing to save."""
 
     history: Sequence[ChatMessage] = ()
+    state: Mapping[str, Any] | None = None
 
-    async def commit(self, reply: str) -> None:
+    async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
         pass
 
     async def release(self) -> None:

@@ -1,16 +1,28 @@
 """A deterministic OpenAI-compatible chat server: the `offline` model, and a stub for tests.
 
-It answers `POST /v1/chat/completions` from the last message it is sent:
+It answers `POST /v1/chat/completions` from the messages it is sent. What it is asked
+to do (its directive) is the newest message from the user, when that is the last one;
+for an agent of a team (its system prompt says `You are `NAME` in a team`), it is the
+part of the user's message addressed to it (`@NAME: ...`), if the message addresses
+anyone. Directives:
 
-- a user message `/tool NAME {"arg": ...}` asks for a call of tool NAME with those
-  arguments (sent verbatim, so malformed JSON can be tried too);
-- a user message `/roles` answers with the roles of all messages received, in order;
-- a user message `/transcript` answers with every message received, in order, as
-  `role: text`, so a test sees any history that was not the request's own;
-- a tool result is answered with `NAME returned: RESULT`;
-- with faults on, a user message `/fault KIND` answers with that fault, for every attempt;
-  `/fault KIND*N` only for the first N attempts of that exact message (see `FAULTS`);
-- anything else is echoed back.
+- `/tool NAME {"arg": ...}` asks for a call of tool NAME with those arguments (sent
+  verbatim, so malformed JSON can be tried too);
+- `/handoff AGENT` calls the handoff tool `transfer_to_AGENT`; `/ask QUESTION` calls
+  `ask_user`, the handoff to the user;
+- `/roles` answers with the roles of all messages received, in order;
+- `/transcript` answers with every message received, in order, as `role: text`, so a
+  test sees any history that was not the request's own;
+- with faults on, `/fault KIND` answers with that fault, for every attempt; `/fault
+  KIND*N` only for the first N attempts of that exact directive (see `FAULTS`);
+- anything else is echoed back (`You said: ...`), as is the user's message for an agent
+  that has no directive.
+
+A tool result is answered with `NAME returned: RESULT`, and so is a user message that
+comes right after tool results (decisions on calls that waited for approval). A team's speaker selection (the selector's prompt) is
+answered with the agent mentioned as `@NAME` in the newest message, else with the agent
+after the last speaker, in the team's order; with faults on, `/fault bad-speaker`
+anywhere in the conversation makes it answer with no agent's name.
 
 A request with `"stream": true` is answered with `chat.completion.chunk` events, a word
 at a time, and a usage chunk when `stream_options.include_usage` asks for one. The app's
@@ -50,6 +62,13 @@ FAULTS = {
 SLOW_SECONDS = 2.0
 HUGE_REPLY_WORDS = 100_000
 _FAULT = re.compile(r"/fault (?P<kind>[a-z0-9-]+)(?:\*(?P<times>\d+))?")
+_ADDRESSED = re.compile(r"@(\w+):\s*(.*?)\s*(?=@\w+:|$)", re.S)
+_TEAM_MEMBER = re.compile(r"You are `(\w+)` in a team")
+_SELECTION = re.compile(
+    r"The agents:\n(?P<roles>.*?)\n\nThe conversation so far:\n(?P<history>.*)"
+    r"\n\nChoose the next speaker from \[(?P<candidates>[^\]]*)\]",
+    re.S,
+)
 
 
 def create_fake_upstream(
@@ -83,13 +102,13 @@ def create_fake_upstream(
         body = await request.json()
         if record is not None:
             record.append(body)
-        last = body["messages"][-1]
-        fault = _FAULT.match(_text(last).strip()) if faults and last["role"] == "user" else None
+        directive = _directive(body["messages"]) or ""
+        fault = _FAULT.match(directive) if faults else None
         kind = None
         if fault:
-            attempts[_text(last)] += 1
+            attempts[directive] += 1
             times = fault["times"]
-            if times is None or attempts[_text(last)] <= int(times):
+            if times is None or attempts[directive] <= int(times):
                 kind = fault["kind"]
         if kind in FAULTS:
             status, headers = FAULTS[kind]
@@ -97,8 +116,9 @@ def create_fake_upstream(
             return JSONResponse(error, status_code=status, headers=headers)
         if kind == "malformed":
             return Response('{"choices": [', media_type="application/json")
-        completion = _completion(body)
-        if kind not in (None, "slow", "drop", "endless") and not _spoil(completion, kind, body):
+        completion = _completion(body, faults=faults)
+        passing = (None, "slow", "drop", "endless", "bad-speaker")  # handled further on
+        if kind not in passing and not _spoil(completion, kind, body):
             return JSONResponse({"error": {"message": f"unknown fault {kind}"}}, status_code=418)
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -182,11 +202,14 @@ def _chunk_choices(completion: dict[str, Any]) -> list[dict[str, Any]]:
     return chunks
 
 
-def _completion(body: dict[str, Any]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], *, faults: bool) -> dict[str, Any]:
     messages: list[dict[str, Any]] = body["messages"]
-    message = _answer(
-        messages, offered_tools={t["function"]["name"] for t in body.get("tools", [])}
-    )
+    selection = _SELECTION.search(_text(messages[0]))
+    if selection is not None:
+        message = {"role": "assistant", "content": _next_speaker(selection, faults=faults)}
+    else:
+        offered_tools = {t["function"]["name"] for t in body.get("tools", [])}
+        message = _answer(messages, offered_tools)
     prompt_tokens = sum(_estimate_tokens(_text(m)) + 4 for m in messages)
     completion_tokens = _estimate_tokens(
         message.get("content") or json.dumps(message.get("tool_calls"))
@@ -211,24 +234,97 @@ def _completion(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _answer(messages: list[dict[str, Any]], offered_tools: set[str]) -> dict[str, Any]:
+def _directive(messages: list[dict[str, Any]]) -> str | None:
+    """What this call is asked to do; None when it is to echo or answer tool results."""
     last = messages[-1]
-    if last["role"] == "tool":
-        name = _tool_name(messages, last["tool_call_id"])
-        return _say(f"{name} returned: {_text(last)}")
-    text = _text(last).strip()
+    human = _newest_from_user(messages)
+    if human is None or last["role"] == "tool":
+        return None
+    text = _text(human).strip()
+    addressed = dict(_ADDRESSED.findall(text))
+    if addressed:
+        member = _TEAM_MEMBER.search(_text(messages[0]))
+        return addressed.get(member[1]) if member else None
+    return text if last is human else None
+
+
+def _newest_from_user(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    # Teammates' messages are user messages too, but carry the agent's name.
+    for message in reversed(messages):
+        if message["role"] == "user" and message.get("name", "user") == "user":
+            return message
+    return None
+
+
+def _answer(messages: list[dict[str, Any]], offered_tools: set[str]) -> dict[str, Any]:
+    results = _trailing_tool_results(messages[:-1] if messages[-1]["role"] == "user" else messages)
+    if messages[-1]["role"] == "tool" or (results and messages[-1] is _newest_from_user(messages)):
+        return _say("; ".join(f"{name} returned: {text}" for name, text in results))
+    text = _directive(messages)
+    if text is None:
+        human = _newest_from_user(messages)
+        return _say(f"You said: {_text(human).strip() if human else ''}")
     if text == "/roles":
         return _say("roles: " + ",".join(m["role"] for m in messages))
     if text == "/transcript":
         return _say("transcript: " + " | ".join(f"{m['role']}: {_text(m)}" for m in messages))
+    if text.startswith("/handoff "):
+        return _call(messages, offered_tools, f"transfer_to_{text.removeprefix('/handoff ')}", "{}")
+    if text.startswith("/ask "):
+        question = json.dumps({"question": text.removeprefix("/ask ").strip()})
+        return _call(messages, offered_tools, "ask_user", question)
     if text.startswith("/tool "):
         name, _, arguments = text.removeprefix("/tool ").strip().partition(" ")
-        if name not in offered_tools:
-            return _say(f"tool {name} is not available")
-        call = {"id": f"call_{len(messages)}", "type": "function"}
-        call["function"] = {"name": name, "arguments": arguments.strip() or "{}"}
-        return {"role": "assistant", "content": None, "tool_calls": [call]}
+        return _call(messages, offered_tools, name, arguments.strip() or "{}")
     return _say(f"You said: {text}")
+
+
+def _call(
+    messages: list[dict[str, Any]], offered_tools: set[str], name: str, arguments: str
+) -> dict[str, Any]:
+    name = name.strip()
+    if name not in offered_tools:
+        return _say(f"tool {name} is not available")
+    call = {"id": f"call_{len(messages)}", "type": "function"}
+    call["function"] = {"name": name, "arguments": arguments}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The tool results at the end of `messages`, oldest first, by tool name."""
+    results = []
+    for message in reversed(messages):
+        if message["role"] != "tool":
+            break
+        results.append((_tool_name(messages, message["tool_call_id"]), _text(message)))
+    # A handoff's result is no finding to report: after one, the user's message is news.
+    if any(name == "ask_user" or name.startswith("transfer_to_") for name, _ in results):
+        return []
+    return results[::-1]
+
+
+def _next_speaker(selection: re.Match[str], *, faults: bool) -> str:
+    """A selector's choice: the agent mentioned as `@NAME` in the newest message, else the
+    agent after the last speaker, in the team's order."""
+    history = selection["history"]
+    if faults and "/fault bad-speaker" in history:
+        return "I cannot tell who should speak."
+    order = re.findall(r"^(\w+):", selection["roles"], re.M)
+    candidates = re.findall(r"'(\w+)'", selection["candidates"])
+    entries = [
+        (name, text)
+        for name, text in re.findall(r"^(\w+): (.*)$", history, re.M)
+        if name in order or name == "user"
+    ]
+    last_speaker, last_text = entries[-1] if entries else ("user", "")
+    for name in candidates:
+        if f"@{name}" in last_text:
+            return name
+    start = order.index(last_speaker) + 1 if last_speaker in order else 0
+    for name in order[start:] + order[:start]:
+        if name in candidates:
+            return name
+    return candidates[0]
 
 
 def _say(text: str) -> dict[str, Any]:

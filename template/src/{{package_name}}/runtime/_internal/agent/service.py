@@ -3,34 +3,38 @@ usage accounting."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import openai
 import structlog
 
 from ..context import bind, current_caller, current_request_id
 from ..errors import ApiError, internal_error, upstream_error
-from ..http.schemas import ChatMessage, ChatRequest, ChatResponse, Usage
+from ..http.schemas import (
+    ChatRequest,
+    ChatResponse,
+    PendingToolCall,
+    TurnMessage,
+    Usage,
+)
 from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
 from .autogen_bridge import (
-    AgentTool,
     CancellationToken,
+    Crew,
+    InnerMessage,
     ModelClient,
     PayloadLogging,
+    StateRefused,
     TextDelta,
     TurnEvent,
+    TurnInput,
     TurnResult,
     new_cancellation_token,
-    prompt_overhead_tokens,
     raised_by_framework,
-    run_turn,
 )
 from .conversation import Conversation, Conversations
-from .instrumentation import Instrumentation
 from .tokens import TokenCounter, message_tokens
-from .tools import ServiceTool
 
 log = structlog.get_logger(__name__)
 
@@ -38,34 +42,16 @@ DisconnectCheck = Callable[[], Awaitable[bool]]
 DISCONNECT_POLL_SECONDS = 0.25
 
 
-@dataclass(frozen=True)
-class AgentSpec:
-    """The team's agent: a name, its instructions and the tools it may call."""
-
-    name: str
-    system_prompt: str
-    tools: Sequence[ServiceTool] = ()
-
-    def __post_init__(self) -> None:
-        if not self.name.isidentifier():
-            raise ValueError(f"agent name {self.name!r} must be a Python identifier")
-
-
-def history_budget(
-    settings: CoreSettings,
-    agent: AgentSpec,
-    tools: Sequence[AgentTool],
-    count_tokens: TokenCounter,
-) -> int:
-    """Tokens left for the conversation once the prompt, tool schemas and reply are reserved."""
-    overhead = prompt_overhead_tokens(agent.system_prompt, tools, count_tokens)
+def history_budget(settings: CoreSettings, agent_name: str, overhead: int) -> int:
+    """Tokens left for an agent's conversation once its prompt and tool schemas (`overhead`)
+    and the reply are reserved."""
     budget = settings.history_max_tokens - overhead - settings.reply_reserve_tokens
     if budget < 256:
         raise ConfigurationError(
             f"Invalid configuration: {ENV_PREFIX}HISTORY_MAX_TOKENS={settings.history_max_tokens} "
-            f"leaves {budget} tokens for the conversation after the system prompt and tool "
-            f"schemas ({overhead}) and the reply reserve ({settings.reply_reserve_tokens}); "
-            "raise it or lower the reply reserve"
+            f"leaves {budget} tokens for the conversation of agent {agent_name!r} after its "
+            f"system prompt and tool schemas ({overhead}) and the reply reserve "
+            f"({settings.reply_reserve_tokens}); raise it or lower the reply reserve"
         )
     return budget
 
@@ -76,20 +62,15 @@ class ChatService:
     def __init__(
         self,
         settings: CoreSettings,
-        agent: AgentSpec,
+        crew: Crew,
         model_client: ModelClient,
-        tools: Sequence[AgentTool],
         count_tokens: TokenCounter,
-        history_budget: int,
-        instrumentation: Instrumentation,
     ) -> None:
         self.settings = settings
-        self._agent = agent
+        self._crew = crew
         self._model_client = model_client
-        self._tools = tuple(tools)
         self.count_tokens = count_tokens
-        self.history_budget = history_budget
-        self._instrumentation = instrumentation
+        self.history_budget = crew.history_budget
         self.runs_in_flight = 0
         self._payload_logging: PayloadLogging = (
             "content"
@@ -117,6 +98,8 @@ class ChatService:
                     f"messages.{index}.content: {len(message.content)} characters, more than "
                     f"the limit of {limits.request_max_message_chars}",
                 )
+        if not request.messages:
+            return  # approvals only
         newest = message_tokens(self.count_tokens, request.messages[-1].content)
         if newest > self.history_budget:
             raise ApiError(
@@ -138,7 +121,8 @@ class ChatService:
         self._check_limits(request)
         conversation = await conversations.begin(current_caller(), request)
         try:
-            run = self._start_run(request, conversation.history, is_disconnected, stream_text)
+            turn = self._turn_input(request, conversation)
+            run = self._start_run(turn, is_disconnected, stream_text)
         except BaseException:
             await conversation.release()
             raise
@@ -159,22 +143,93 @@ class ChatService:
             await turn.close()
         return event
 
+    def _turn_input(self, request: ChatRequest, conversation: Conversation) -> TurnInput:
+        """What the turn starts from; 409 or 422 when the session cannot go on with it."""
+        try:
+            awaiting = self._crew.awaiting(conversation.state)
+        except StateRefused as error:
+            raise ApiError(409, error.type, str(error)) from error
+        pending = [call.id for call in awaiting.calls] if awaiting else []
+        if request.approvals is not None:
+            if not pending:
+                raise ApiError(
+                    409,
+                    "nothing_pending",
+                    "approvals: no tool call of this session waits for approval; send "
+                    "messages instead",
+                )
+            decided = [approval.id for approval in request.approvals]
+            unknown = [call_id for call_id in decided if call_id not in pending]
+            missing = [call_id for call_id in pending if call_id not in decided]
+            if unknown or missing:
+                problem = (
+                    f"no pending call has id {', '.join(unknown)}"
+                    if unknown
+                    else (f"decide every pending call; missing {', '.join(missing)}")
+                )
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"approvals: {problem} (pending: {', '.join(pending)})",
+                )
+        elif pending:
+            raise ApiError(
+                409,
+                "approval_pending",
+                "This session waits for decisions on tool calls before it can go on: send "
+                f"`approvals` for {', '.join(pending)} (see `pending_tool_calls`).",
+            )
+        *earlier, newest = request.messages or [None]
+        return TurnInput(
+            history=[*conversation.history, *earlier],
+            newest=None if newest is None else newest.content,
+            state=conversation.state,
+            approvals=request.approvals or (),
+        )
+
     def response(self, turn: TurnResult) -> ChatResponse:
-        if not turn.reply.strip():
+        status = (
+            turn.stop_reason
+            if turn.stop_reason in ("awaiting_input", "awaiting_approval")
+            else "completed"
+        )
+        answered = turn.stop_reason in ("reply", "max_tool_rounds", "awaiting_input")
+        if answered and not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")
         self.check_reply_length(len(turn.reply))
         bind(
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,
             tool_calls=turn.tool_calls,
+            stop_reason=turn.stop_reason,
         )
         return ChatResponse(
             reply=turn.reply,
+            status=status,
+            stop_reason=turn.stop_reason,
             request_id=current_request_id(),
             provider=self.settings.model_provider,
             model=self.settings.model_label,
             usage=Usage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens),
             tool_calls=turn.tool_calls,
+            messages=[self._turn_message(message) for message in turn.messages],
+            pending_tool_calls=[
+                PendingToolCall(id=call.id, name=call.name, arguments=call.arguments)
+                for call in turn.pending
+            ],
+        )
+
+    def _turn_message(self, message: InnerMessage) -> TurnMessage:
+        hidden = message.type in ("tool_call", "tool_result") and not (
+            self.settings.response_tool_details
+        )
+        return TurnMessage(
+            source=message.source,
+            type=message.type,
+            content=None if hidden else message.content,
+            name=message.name,
+            call_id=message.call_id,
+            is_error=message.is_error,
         )
 
     def check_reply_length(self, chars: int) -> None:
@@ -193,11 +248,7 @@ class ChatService:
         self.runs_in_flight -= 1
 
     def _start_run(
-        self,
-        request: ChatRequest,
-        history: Sequence[ChatMessage],
-        is_disconnected: DisconnectCheck,
-        stream_text: bool,
+        self, turn: TurnInput, is_disconnected: DisconnectCheck, stream_text: bool
     ) -> "AgentRun":
         if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
@@ -208,19 +259,12 @@ class ChatService:
             )
         self.runs_in_flight += 1
         token = new_cancellation_token()
-        events = run_turn(
+        events = self._crew.run(
+            turn,
             model_client=self._model_client,
-            tools=self._tools,
-            agent_name=self._agent.name,
-            system_prompt=self._agent.system_prompt,
-            messages=[*history, *request.messages],
-            max_tool_iterations=self.settings.agent_max_tool_iterations,
-            history_budget=self.history_budget,
-            count_tokens=self.count_tokens,
-            payload_logging=self._payload_logging,
             stream_text=stream_text,
+            payload_logging=self._payload_logging,
             cancellation_token=token,
-            instrumentation=self._instrumentation,
         )
         # The slot is held until the run really ends, so abandoned runs still count.
         return AgentRun(
@@ -255,7 +299,9 @@ class ChatTurn:
             return event
         response = self._service.response(event)
         # Committed before the response is returned, so a response means a saved turn.
-        await self._conversation.commit(response.reply)
+        # A pause for approval adds no reply to the conversation: the next turn will.
+        reply = None if response.status == "awaiting_approval" else response.reply
+        await self._conversation.commit(reply, event.state)
         return response
 
     async def close(self) -> None:
@@ -334,6 +380,8 @@ def _run_failure(run: "asyncio.Task[None]") -> Exception:
     error = run.exception()
     if error is None:  # AutoGen always ends a run with its result; this is a bug
         return RuntimeError("the agent run ended without a result")
+    if isinstance(error, StateRefused):
+        return ApiError(409, error.type, str(error))
     if isinstance(error, openai.OpenAIError | json.JSONDecodeError):
         log.warning("model call failed", exc_info=error)
         return upstream_error(error)

@@ -61,6 +61,8 @@ class ServiceTool:
     description: str
     function: Callable[..., Any]
     _validated: Callable[..., Any] = dataclasses.field(repr=False)
+    # A person must approve each call before it runs: the turn pauses with the call pending.
+    requires_approval: bool = False
 
     async def invoke(self, arguments: Mapping[str, Any], *, max_chars: int) -> str:
         """Run the tool and return JSON text: its result, or a structured error. Never raises."""
@@ -110,7 +112,7 @@ class ServiceTool:
 def tool(function: Callable[..., Any], /) -> ServiceTool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None
+    *, name: str | None = None, description: str | None = None, requires_approval: bool = False
 ) -> Callable[[Callable[..., Any]], ServiceTool]: ...
 def tool(
     function: Callable[..., Any] | None = None,
@@ -118,8 +120,13 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
+    requires_approval: bool = False,
 ) -> ServiceTool | Callable[[Callable[..., Any]], ServiceTool]:
-    """Make a function a tool. The docstring is the description the model reads."""
+    """Make a function a tool. The docstring is the description the model reads.
+
+    With `requires_approval`, a call pauses the turn (`status: awaiting_approval`) until the
+    next request on the session approves, edits or rejects it; see docs/teams.md.
+    """
 
     def build(function: Callable[..., Any]) -> ServiceTool:
         text = description or inspect.getdoc(function)
@@ -130,6 +137,7 @@ def tool(
             description=text,
             function=function,
             _validated=_validating(function),
+            requires_approval=requires_approval,
         )
 
     return build if function is None else build(function)

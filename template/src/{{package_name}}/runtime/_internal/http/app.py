@@ -8,9 +8,10 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from ..agent.autogen_bridge import build_model_client, build_tools
+from ..agent.autogen_bridge import Crew, build_model_client
 from ..agent.conversation import ClientHeldConversations
-from ..agent.service import AgentSpec, ChatService, history_budget
+from ..agent.service import ChatService, history_budget
+from ..agent.specs import AgentOrTeam
 from ..agent.tokens import build_token_counter
 from ..errors import install_error_handlers
 from ..extensions import extensions
@@ -24,7 +25,8 @@ from .routes import router
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
+def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
+    """The service answering with `served`, a lone agent or a team."""
     configure_logging(settings)
     app = app_with_offline_docs(PROJECT_NAME)
     install_error_handlers(app)
@@ -48,21 +50,20 @@ def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, observer=plugged.request_observer)
 
     instrumentation = plugged.instrumentation
-    tools = (
-        build_tools(agent.tools, settings.tool_result_max_chars, instrumentation)
-        if settings.tools_enabled
-        else []
-    )
     count_tokens = build_token_counter(settings)
-    budget = history_budget(settings, agent, tools, count_tokens)
+    crew = Crew(
+        served,
+        settings=settings,
+        instrumentation=instrumentation,
+        count_tokens=count_tokens,
+        budget_for=lambda agent_name, overhead: history_budget(settings, agent_name, overhead),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Created here, not at import: a client bound to another event loop fails later.
         model_client = build_model_client(settings, instrumentation)
-        app.state.chat = ChatService(
-            settings, agent, model_client, tools, count_tokens, budget, instrumentation
-        )
+        app.state.chat = ChatService(settings, crew, model_client, count_tokens)
         app.state.conversations = ClientHeldConversations()
         try:
             async with AsyncExitStack() as features_running:
@@ -76,8 +77,10 @@ def create_app(settings: RuntimeSettings, agent: AgentSpec) -> FastAPI:
                     "service started",
                     provider=settings.model_provider,
                     model=settings.model_label,
-                    tools=[t.name for t in tools],
-                    history_budget_tokens=budget,
+                    agents=list(crew.names),
+                    team=crew.kind,
+                    tools=crew.tool_names,
+                    history_budget_tokens=crew.history_budget,
                     features=[feature.__name__.rpartition(".")[2] for feature in INSTALLED],
                 )
                 if settings.model_provider == "offline":

@@ -10,6 +10,7 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 
@@ -68,13 +69,41 @@ SessionId = Annotated[
 ]
 
 
+class Approval(BaseModel):
+    """A person's decision on a tool call that waits for approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The call's `id`, from `pending_tool_calls`."
+    )
+    decision: Literal["approve", "reject"]
+    arguments: Annotated[str, StringConstraints(max_length=100_000)] | None = Field(
+        None,
+        description="With `approve`: the arguments to run the tool with instead of the "
+        "model's, as a JSON object in text, like `pending_tool_calls[].arguments`.",
+    )
+    reason: Annotated[str, StringConstraints(max_length=2_000)] | None = Field(
+        None, description="With `reject`: why, for the model to tell the user."
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_the_decision(self) -> "Approval":
+        if self.decision == "reject" and self.arguments is not None:
+            raise ValueError("arguments edit an approved call; a rejection takes a reason")
+        if self.decision == "approve" and self.reason is not None:
+            raise ValueError("a reason goes with a rejection; an approval takes arguments")
+        return self
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(
-        min_length=1,
+        default_factory=list,
         description="The conversation so far, oldest first, ending with the new user turn; "
-        "with `session_id`, only the new messages: the stored ones come first.",
+        "with `session_id`, only the new messages: the stored ones come first. Empty when "
+        "the request carries `approvals`.",
     )
     session_id: SessionId | None = Field(
         None,
@@ -82,13 +111,41 @@ class ChatRequest(BaseModel):
         "letters, digits, `.`, `_`, `-`, but not `.` or `..`). The turn is saved only once it "
         "succeeded. Only services with sessions keep conversations; the others answer 422.",
     )
+    approvals: list[Approval] | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Decisions on every call of the session's `pending_tool_calls`: the "
+        "turn that paused for them goes on.",
+    )
 
     @field_validator("messages")
     @classmethod
     def _ends_with_user_turn(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if messages[-1].role != "user":
+        if messages and messages[-1].role != "user":
             raise ValueError("the last message must have role 'user'")
         return messages
+
+    @model_validator(mode="after")
+    def _a_turn_or_decisions(self) -> "ChatRequest":
+        if self.approvals is not None:
+            if self.messages:
+                raise ValueError(
+                    "send approvals without messages: the paused turn goes on first, and "
+                    "the next message can follow it"
+                )
+            if self.session_id is None:
+                raise ValueError("approvals go on with a paused session turn: set session_id")
+            ids = [approval.id for approval in self.approvals]
+            if len(set(ids)) != len(ids):
+                raise ValueError("approvals: each call id may be decided once")
+            return self
+        if not self.messages:
+            raise ValueError(
+                "messages: required, with at least 1 message, unless the request carries "
+                "approvals"
+            )
+        return self
 
 
 class Usage(BaseModel):
@@ -96,15 +153,52 @@ class Usage(BaseModel):
     completion_tokens: int
 
 
+class TurnMessage(BaseModel):
+    """A message the agents posted during the turn."""
+
+    source: str = Field(description="The agent that posted it.")
+    type: Literal["text", "tool_call", "tool_result", "handoff"]
+    content: str | None = Field(
+        description="The text; a tool call's JSON arguments or a tool's result (only with "
+        "`RESPONSE_TOOL_DETAILS` on, else null); a handoff's message."
+    )
+    name: str | None = Field(None, description="The tool, or the agent handed over to.")
+    call_id: str | None = None
+    is_error: bool | None = Field(None, description="For a tool result: whether it failed.")
+
+
+class PendingToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="The model's arguments: a JSON object, as text.")
+
+
 class ChatResponse(BaseModel):
-    reply: str
+    reply: str = Field(description="The answer; with `awaiting_input`, the question for the user.")
+    status: Literal["completed", "awaiting_input", "awaiting_approval"] = Field(
+        description="`awaiting_input`: the next message on the session answers `reply`; "
+        "`awaiting_approval`: the next request on the session carries `approvals`."
+    )
+    stop_reason: Literal[
+        "reply",
+        "max_tool_rounds",
+        "max_messages",
+        "token_budget",
+        "deadline",
+        "awaiting_input",
+        "awaiting_approval",
+    ] = Field(description="What ended the turn: a reply, a question, or the limit it reached.")
     request_id: str
     provider: Literal["offline", "openai"] = Field(
         description="`offline` marks replies of the built-in deterministic model."
     )
     model: str
-    usage: Usage
-    tool_calls: int = Field(description="Tool calls the agent made for this turn.")
+    usage: Usage = Field(description="Tokens of every model call of the turn, summed.")
+    tool_calls: int = Field(description="Tool calls the agents made for this turn.")
+    messages: list[TurnMessage] = Field(description="What the agents posted, in order.")
+    pending_tool_calls: list[PendingToolCall] = Field(
+        default_factory=list, description="With `awaiting_approval`: the calls to decide."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -86,6 +86,9 @@ def configure_logging(settings: CoreSettings) -> None:
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level)
     logging.captureWarnings(True)  # library warnings become log lines, redaction included
+    # AutoGen's agent runtime, which runs teams, logs each message it delivers at INFO,
+    # contents included: a dozen lines of personal data per team turn.
+    logging.getLogger("autogen_core").setLevel(logging.WARNING)
     for name in _CONTENT_LOGGERS:
         logging.getLogger(name).setLevel(
             logging.INFO if settings.log_autogen_events else logging.WARNING

@@ -12,7 +12,7 @@ from typing import Any, Self
 import httpx
 import uvicorn
 
-from ..agent.service import AgentSpec
+from ..agent.specs import AgentOrTeam
 from ..agent.tools import ServiceTool
 from ..features import RuntimeSettings
 from ..http.app import create_app
@@ -27,9 +27,9 @@ async def call_tool(tool: ServiceTool, /, **arguments: object) -> Any:
 
 
 @asynccontextmanager
-async def serve(settings: RuntimeSettings, agent: AgentSpec) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: RuntimeSettings, served: AgentOrTeam) -> AsyncIterator[httpx.AsyncClient]:
     """The service, started and stopped through its lifespan, behind an in-process client."""
-    app = create_app(settings, agent)
+    app = create_app(settings, served)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
