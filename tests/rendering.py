@@ -39,8 +39,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "python_version": "3.12",
         "env_prefix": "CLAIMS_",
         "default_model": "llama3.1:8b",
+        "agent_team": "selector",
         "session_store": "redis",
     },
+    # A team that hands over, asks the user and waits for approvals, with its state in Redis.
+    "swarm": {"agent_team": "swarm", "session_store": "redis"},
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
         "streaming": False,

@@ -19,10 +19,11 @@ anyone. Directives:
   that has no directive.
 
 A tool result is answered with `NAME returned: RESULT`, and so is a user message that
-comes right after tool results (decisions on calls that waited for approval). A team's speaker selection (the selector's prompt) is
-answered with the agent mentioned as `@NAME` in the newest message, else with the agent
-after the last speaker, in the team's order; with faults on, `/fault bad-speaker`
-anywhere in the conversation makes it answer with no agent's name.
+comes right after tool results (decisions on calls that waited for approval). A team's
+speaker selection (the selector's prompt) is answered with the agent mentioned as `@NAME`
+in the newest message, else with the agent after the last speaker, in the team's order;
+with faults on, `/fault bad-speaker` anywhere in the conversation makes it answer with no
+agent's name.
 
 A request with `"stream": true` is answered with `chat.completion.chunk` events, a word
 at a time, and a usage chunk when `stream_options.include_usage` asks for one. The app's

@@ -142,8 +142,7 @@ class ChatRequest(BaseModel):
             return self
         if not self.messages:
             raise ValueError(
-                "messages: required, with at least 1 message, unless the request carries "
-                "approvals"
+                "messages: required, with at least 1 message, unless the request carries approvals"
             )
         return self
 
