@@ -1,9 +1,10 @@
-"""Time to build the request-scoped agent the rendered runtime builds for every turn.
+"""Time to build what the rendered runtime builds for every turn: the agents with their model
+contexts and, for a team, the team.
 
-Runs in the rendered service's environment: `python agent_build.py PACKAGE`. Builds the
-agent as `runtime._internal.agent.autogen_bridge.run_turn` does (tools and model client
-built once, a fresh model context holding a two-message history) and prints the median
-in microseconds.
+Runs in the rendered service's environment: `python agent_build.py PACKAGE MODULE:NAME`,
+where MODULE:NAME is what the service serves (`agent:AGENT`, `team:TEAM`). Builds through
+the runtime's own `Crew.build` (tools and model client built once, fresh contexts holding a
+two-message history) and prints the median in microseconds.
 """
 
 import importlib
@@ -11,45 +12,40 @@ import statistics
 import sys
 import timeit
 
-from autogen_agentchat.agents import AssistantAgent
-from autogen_core.models import AssistantMessage, UserMessage
-
 BUILDS_PER_SAMPLE = 200
 SAMPLES = 15
 
 
-def main(package: str) -> None:
+def main(package: str, served: str) -> None:
     internal = f"{package}.runtime._internal"
     bridge = importlib.import_module(f"{internal}.agent.autogen_bridge")
-    estimate_tokens = importlib.import_module(f"{internal}.agent.tokens").estimate_tokens
+    service = importlib.import_module(f"{internal}.agent.service")
+    chat_message = importlib.import_module(f"{internal}.http.schemas").ChatMessage
     instrumentation = importlib.import_module(f"{internal}.agent.instrumentation").Instrumentation()
-    agent_spec = importlib.import_module(f"{package}.agent").AGENT
+    count_tokens = importlib.import_module(f"{internal}.agent.tokens").build_token_counter
+    module, _, name = served.partition(":")
+    spec = getattr(importlib.import_module(f"{package}.{module}"), name)
     settings = importlib.import_module(f"{package}.settings").Settings.load()
-    tools = bridge.build_tools(agent_spec.tools, settings.tool_result_max_chars, instrumentation)
+    crew = bridge.Crew(
+        spec,
+        settings=settings,
+        instrumentation=instrumentation,
+        count_tokens=count_tokens(settings),
+        budget_for=lambda agent, overhead: service.history_budget(settings, agent, overhead),
+    )
     model_client = bridge.build_model_client(settings, instrumentation)
+    history = [
+        chat_message(role="user", content="Where is my order?"),
+        chat_message(role="assistant", content="Which order number?"),
+    ]
 
-    def build() -> AssistantAgent:
-        return AssistantAgent(
-            name=agent_spec.name,
-            model_client=model_client,
-            tools=list(tools),
-            system_message=agent_spec.system_prompt,
-            model_context=bridge.TurnTrimmingContext(
-                [
-                    UserMessage(content="Where is my order?", source="user"),
-                    AssistantMessage(content="Which order number?", source=agent_spec.name),
-                ],
-                settings.history_max_tokens,
-                estimate_tokens,
-            ),
-            reflect_on_tool_use=True,
-            max_tool_iterations=settings.agent_max_tool_iterations,
-        )
+    def build() -> object:
+        return crew.build(model_client, history=history)
 
-    build()  # first build pays for imports and caches
+    build()  # the first build pays for imports and caches
     samples = timeit.repeat(build, number=BUILDS_PER_SAMPLE, repeat=SAMPLES)
     print(round(statistics.median(samples) / BUILDS_PER_SAMPLE * 1e6, 1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -1,7 +1,7 @@
-"""What servers (b) and (c) share: the chat API's bodies, the system prompt and the tool.
+"""What servers (b), (c) and (d) share: the chat API's bodies, the prompts and the tool.
 
-Imported by `passthrough.py` and `naive.py`, which run from this folder in the rendered
-service's environment.
+Imported by `passthrough.py`, `naive.py` and `bare_team.py`, which run from this folder in
+the rendered service's environment.
 """
 
 from typing import Literal
@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
+# The two agents of the team scenario (bench/team.py has the same).
+FIRST_PROMPT = "Find the facts the user needs."
+SECOND_PROMPT = "Write the reply from the facts found."
 
 
 class Message(BaseModel):

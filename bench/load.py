@@ -12,7 +12,8 @@ import aiohttp
 
 from .upstream_stub import CANARY, TOOL_MARKER, expected_reply
 
-Scenario = Literal["plain", "tool"]
+# `team` is a plain turn, answered by a two-agent team.
+Scenario = Literal["plain", "tool", "team"]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 It does the least a service of the same API must: validate the body, call the model
 with a system prompt and the tools, run the tool when asked and call the model again.
+`team_app`, the floor of the team scenario, makes the two calls a two-agent round robin
+makes: the first agent's, then the second's with the first one's reply.
 Runs in the rendered service's environment (same FastAPI, uvicorn and openai versions)
 as `uvicorn passthrough:app`, with the upstream's base URL in `BENCH_UPSTREAM_URL`.
 """
@@ -12,7 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer
+from baseline import (
+    FIRST_PROMPT,
+    SECOND_PROMPT,
+    SYSTEM_PROMPT,
+    ChatReply,
+    ChatRequest,
+    lookup_customer,
+)
 from fastapi import FastAPI, Request
 from openai import AsyncOpenAI
 
@@ -98,3 +107,22 @@ async def chat(body: ChatRequest, request: Request) -> ChatReply:
         )
         answer = completion.choices[0].message
     return ChatReply(reply=answer.content or "")
+
+
+team_app = FastAPI(lifespan=lifespan)
+team_app.get("/healthz")(healthz)
+
+
+@team_app.post("/v1/chat")
+async def team_chat(body: ChatRequest, request: Request) -> ChatReply:
+    client: AsyncOpenAI = request.app.state.client
+    conversation: list[Any] = [m.model_dump() for m in body.messages]
+    first = await client.chat.completions.create(
+        model="bench", messages=[{"role": "system", "content": FIRST_PROMPT}, *conversation]
+    )
+    found = {"role": "user", "name": "researcher", "content": first.choices[0].message.content}
+    second = await client.chat.completions.create(
+        model="bench",
+        messages=[{"role": "system", "content": SECOND_PROMPT}, *conversation, found],
+    )
+    return ChatReply(reply=second.choices[0].message.content or "")

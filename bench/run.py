@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import copier
 import psutil
@@ -30,7 +30,12 @@ SERVERS = {
     "a": "rendered service",
     "b": "bare passthrough",
     "c": "naive shared agent",
+    "d": "bare request-scoped team",
 }
+# The scenarios of the lone agent, measured on (a), (b) and (c); the team scenario is
+# measured on a service rendered with a team, (a), against (b) and (d) of the same shape.
+AGENT_SCENARIOS: tuple[Scenario, ...] = ("plain", "tool")
+TEAM_SERVERS = ("a", "b", "d")
 # With two CPUs or more the server under test gets one to itself; the stub and the load
 # generator share another.
 SERVER_CPU = 0
@@ -93,8 +98,11 @@ def _wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> No
 class Bench:
     """The render, its environment, and how to start each server in it."""
 
-    def __init__(self, workdir: Path, pinned: bool, answer_overrides: dict[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, pinned: bool, answer_overrides: dict[str, str], *, team: bool
+    ) -> None:
         self.workdir = workdir
+        self.team = team
         self.pinned = pinned
         self.answer_overrides = answer_overrides
         self.service = workdir / "service"
@@ -103,16 +111,20 @@ class Bench:
         self.answers: dict[str, Any] = {}
 
     def render_and_install(self) -> None:
+        answers = {**self.answer_overrides, **({"agent_team": "round_robin"} if self.team else {})}
         copier.run_copy(
             str(TEMPLATE),
             self.service,
-            data=self.answer_overrides,
+            data=answers,
             defaults=True,
             unsafe=True,
             vcs_ref="HEAD",
             quiet=True,
         )
         self.answers = yaml.safe_load((self.service / ".copier-answers.yml").read_text())
+        if self.team:
+            package = self.service / "src" / self.answers["package_name"]
+            (package / "team.py").write_text((BENCH / "team.py").read_text())
         env = {**_environment(), "UV_PYTHON_DOWNLOADS": "never"}
         subprocess.run(
             ["uv", "sync", "--frozen", "--no-dev", "--quiet"], cwd=self.service, env=env, check=True
@@ -150,7 +162,11 @@ class Bench:
             cwd = self.service
         else:
             env = {**_environment(), "BENCH_UPSTREAM_URL": self.upstream_url}
-            app = "passthrough:app" if name == "b" else "naive:app"
+            app = {
+                "b": "passthrough:team_app" if self.team else "passthrough:app",
+                "c": "naive:app",
+                "d": "bare_team:app",
+            }[name]
             command = [self.python, "-m", "uvicorn", app, "--port", str(port)]
             command += ["--no-access-log", "--log-level", "warning"]
             cwd = BENCH
@@ -169,8 +185,11 @@ class Bench:
             f"{prefix}API_KEYS": json.dumps([API_KEY]),
         }
 
-    def agent_build_microseconds(self) -> float:
+    def build_microseconds(self) -> float:
+        """What building the request-scoped agent, or team, of one turn costs."""
+        served = "team:TEAM" if self.team else "agent:AGENT"
         command = [self.python, str(BENCH / "agent_build.py"), self.answers["package_name"]]
+        command.append(served)
         built = subprocess.run(
             command, env=self._service_env(), cwd=self.service, capture_output=True, text=True
         )
@@ -213,52 +232,83 @@ def _drive_measured(
     return run, _cpu_seconds(server) - before
 
 
-def measure(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
+def measure(args: argparse.Namespace, bench: Bench, team_bench: Bench) -> dict[str, Any]:
     measurements: list[Measurement] = []
+    per_round = max(args.requests // args.rounds, 1)
     with ExitStack() as stack:
-        per_round = max(args.requests // args.rounds, 1)
         bench.start_upstream(stack)
         shared = {name: stack.enter_context(bench.server(name)) for name in ("a", "b")}
         for url, _ in shared.values():
-            for scenario in get_args(Scenario):
+            for scenario in AGENT_SCENARIOS:
                 asyncio.run(drive(url, API_KEY, scenario, 8, args.warmup))
-        for scenario in get_args(Scenario):
+        for scenario in AGENT_SCENARIOS:
             for level in args.levels:
                 # (a) and (b) take turns in rounds, so that both see the same moments of
                 # whatever else the machine is doing.
-                runs: dict[str, list[LoadRun]] = {name: [] for name in SERVERS}
-                cpu_seconds = dict.fromkeys(SERVERS, 0.0)
-                for _ in range(args.rounds):
-                    for name, (url, pid) in shared.items():
-                        run, cpu = _drive_measured(url, pid, scenario, level, per_round)
-                        runs[name].append(run)
-                        cpu_seconds[name] += cpu
+                runs, cpu_seconds = _rounds(args, shared, scenario, level, per_round)
                 # The naive server starts afresh for every level, and runs fewer turns: its
                 # shared history only grows, and every turn sends all of it.
                 with bench.server("c") as (url, pid):
                     run, cpu_seconds["c"] = _drive_measured(
                         url, pid, scenario, level, args.naive_requests
                     )
-                    runs["c"].append(run)
-                for name in SERVERS:
-                    result = LoadResult.of(runs[name])
-                    cpu_ms = cpu_seconds[name] / result.requests * 1000
-                    measurements.append(
-                        Measurement(scenario, level, name, result, cpu_ms, _load_average())
-                    )
-                    print(_row(measurements[-1]), flush=True)
+                    runs["c"] = [run]
+                measurements += _measured(scenario, level, runs, cpu_seconds)
         url, pid = shared["a"]
         rss_before = psutil.Process(pid).memory_info().rss
-        for scenario in get_args(Scenario):
+        for scenario in AGENT_SCENARIOS:
             asyncio.run(drive(url, API_KEY, scenario, 32, args.rss_requests // 2))
         rss_after = psutil.Process(pid).memory_info().rss
+    with ExitStack() as stack:
+        team_bench.start_upstream(stack)
+        servers = {name: stack.enter_context(team_bench.server(name)) for name in TEAM_SERVERS}
+        for url, _ in servers.values():
+            asyncio.run(drive(url, API_KEY, "team", 8, args.warmup))
+        for level in args.levels:
+            runs, cpu_seconds = _rounds(args, servers, "team", level, per_round)
+            measurements += _measured("team", level, runs, cpu_seconds)
     return {
         "measurements": measurements,
         "rss_requests": args.rss_requests // 2 * 2,
         "rss_before_mb": rss_before / 2**20,
         "rss_after_mb": rss_after / 2**20,
-        "agent_build_us": bench.agent_build_microseconds(),
+        "agent_build_us": bench.build_microseconds(),
+        "team_build_us": team_bench.build_microseconds(),
     }
+
+
+def _rounds(
+    args: argparse.Namespace,
+    servers: dict[str, tuple[str, int]],
+    scenario: Scenario,
+    level: int,
+    per_round: int,
+) -> tuple[dict[str, list[LoadRun]], dict[str, float]]:
+    """Each server in turn, `args.rounds` times, so that all see the same moments of
+    whatever else the machine is doing."""
+    runs: dict[str, list[LoadRun]] = {name: [] for name in servers}
+    cpu_seconds = dict.fromkeys(servers, 0.0)
+    for _ in range(args.rounds):
+        for name, (url, pid) in servers.items():
+            run, cpu = _drive_measured(url, pid, scenario, level, per_round)
+            runs[name].append(run)
+            cpu_seconds[name] += cpu
+    return runs, cpu_seconds
+
+
+def _measured(
+    scenario: Scenario,
+    level: int,
+    runs: dict[str, list[LoadRun]],
+    cpu_seconds: dict[str, float],
+) -> list[Measurement]:
+    measurements = []
+    for name in runs:
+        result = LoadResult.of(runs[name])
+        cpu_ms = cpu_seconds[name] / result.requests * 1000
+        measurements.append(Measurement(scenario, level, name, result, cpu_ms, _load_average()))
+        print(_row(measurements[-1]), flush=True)
+    return measurements
 
 
 HEADER = (
@@ -293,6 +343,20 @@ def report(figures: dict[str, Any]) -> str:
             f"| {a.result.p50_ms / b.result.p50_ms:.2f} | {a.result.p99_ms / b.result.p99_ms:.2f} "
             f"| {b.server_cpu_ms / a.server_cpu_ms:.2f} |"
         )
+    lines += [
+        "",
+        "| team: concurrency | req/s (a)/(d) | p50 (a)/(d) | p99 (a)/(d) | CPU (d)/(a) "
+        "| CPU ms/request (a) | (d) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for level in dict.fromkeys(m.concurrency for m in measurements if m.scenario == "team"):
+        a, d = by_key["team", level, "a"], by_key["team", level, "d"]
+        lines.append(
+            f"| {level} | {a.result.rps / d.result.rps:.2f} "
+            f"| {a.result.p50_ms / d.result.p50_ms:.2f} | {a.result.p99_ms / d.result.p99_ms:.2f} "
+            f"| {d.server_cpu_ms / a.server_cpu_ms:.2f} | {a.server_cpu_ms:.2f} "
+            f"| {d.server_cpu_ms:.2f} |"
+        )
     growth = figures["rss_after_mb"] - figures["rss_before_mb"]
     lines += [
         "",
@@ -300,6 +364,7 @@ def report(figures: dict[str, Any]) -> str:
         f"half tool): {figures['rss_before_mb']:.1f} MB -> {figures['rss_after_mb']:.1f} MB "
         f"({growth:+.1f} MB)",
         f"Building one request-scoped agent: {figures['agent_build_us']:.0f} us",
+        f"Building one request-scoped two-agent team: {figures['team_build_us']:.0f} us",
     ]
     return "\n".join(lines)
 
@@ -318,7 +383,8 @@ def _levels(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="The rendered service against a bare passthrough and a naive shared agent.",
+        description="The rendered service against a bare passthrough and a naive shared agent, "
+        "and a team service against a passthrough and a bare team of the same shape.",
     )
     parser.add_argument("--levels", type=_levels, default=[1, 8, 32, 64], help="concurrencies")
     parser.add_argument(
@@ -370,10 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"answers other than the defaults: {dict(args.answer) or 'none'}", flush=True)
     print(f"load average at start: {_load_average():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="autogen-bench-") as workdir:
-        bench = Bench(Path(workdir), pinned, dict(args.answer))
-        bench.render_and_install()
+        bench = Bench(Path(workdir) / "agent", pinned, dict(args.answer), team=False)
+        team_bench = Bench(Path(workdir) / "team", pinned, dict(args.answer), team=True)
+        for each in (bench, team_bench):
+            each.workdir.mkdir()
+            each.render_and_install()
         print(HEADER, flush=True)
-        figures = measure(args, bench)
+        figures = measure(args, bench, team_bench)
     print(report(figures))
     print(f"load average at end: {_load_average():.2f}")
     if args.json:

@@ -30,14 +30,17 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "| scenario | concurrency | req/s (a)/(b) |" in run.stdout
     assert "Building one request-scoped agent:" in run.stdout
+    assert "| team: concurrency | req/s (a)/(d) |" in run.stdout
 
     figures = json.loads(figures_file.read_text())
     runs = {
         (m["scenario"], m["concurrency"], m["server"]): m["result"] for m in figures["measurements"]
     }
-    assert len(runs) == 2 * 2 * 3
+    # Two levels: the lone agent's two scenarios on (a), (b), (c); the team's on (a), (b), (d).
+    assert len(runs) == 2 * (2 * 3 + 3)
+    assert {server for scenario, _, server in runs if scenario == "team"} == {"a", "b", "d"}
     for (scenario, level, server), result in runs.items():
-        if server in ("a", "b"):
+        if server in ("a", "b", "d"):
             assert (result["errors"], result["cross_talk"]) == (0, 0), (scenario, level, server)
             assert result["requests"] == 50
         if server == "c" and scenario == "plain":
@@ -45,3 +48,4 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the
             assert result["cross_talk"] > 0, (scenario, level)
     assert figures["rss_after_mb"] > 0
     assert figures["agent_build_us"] > 0
+    assert figures["team_build_us"] > figures["agent_build_us"]

@@ -6,8 +6,8 @@ one request and dropped with it, because AutoGen agents and teams keep the conve
 they ran.
 """
 
-import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
@@ -679,35 +679,15 @@ class Crew:
         record = _TurnRecord()
         _turn_record.set(record)
         awaiting = self.awaiting(turn.state)
-        contexts = {
-            name: TurnTrimmingContext(
-                [] if turn.state else [_history_message(m, name) for m in turn.history],
-                member.history_budget,
-                self._count,
-                payload_logging,
-                self._instrumentation.history_trimmed,
-            )
-            for name, member in self._members.items()
-        }
-        agents = [
-            _ServiceAgent(
-                name=name,
-                description=member.spec.description or f"The agent {name}.",
-                model_client=model_client,
-                workbench=_ToolWorkbench(member.tools),
-                handoffs=list(member.handoffs),
-                system_message=member.system_message,
-                model_context=contexts[name],
-                reflect_on_tool_use=True,
-                max_tool_iterations=self._limits.max_tool_iterations,
-                model_client_stream=stream_text,
-            )
-            for name, member in self._members.items()
-        ]
-        end = _TurnEnd(self._replier, self._limits, record)
         resume_at = awaiting.agent if awaiting else None
-        runner: AssistantAgent | RoundRobinGroupChat | SelectorGroupChat | Swarm = (
-            agents[0] if self.kind == "single" else self._team(agents, model_client, end, resume_at)
+        end = _TurnEnd(self._replier, self._limits, record)
+        runner, contexts = self.build(
+            model_client,
+            history=() if turn.state else turn.history,
+            end=end,
+            resume_at=resume_at,
+            stream_text=stream_text,
+            payload_logging=payload_logging,
         )
         if turn.state is not None:
             await _load_state(runner, turn.state["autogen"], self.names, resume_at)
@@ -739,6 +719,51 @@ class Crew:
                     raise record.model_failure from error
                 raise
         yield await self._result(runner, transcript, end, record)
+
+    def build(
+        self,
+        model_client: ChatCompletionClient,
+        *,
+        history: Sequence[ChatMessage],
+        end: "_TurnEnd | None" = None,
+        resume_at: str | None = None,
+        stream_text: bool = False,
+        payload_logging: PayloadLogging = "off",
+    ) -> tuple[
+        AssistantAgent | RoundRobinGroupChat | SelectorGroupChat | Swarm,
+        dict[str, "TurnTrimmingContext"],
+    ]:
+        """The AutoGen objects of one turn, new: the agents with their model contexts (holding
+        `history`) and, for a team, the team. The benchmark times this."""
+        contexts = {
+            name: TurnTrimmingContext(
+                [_history_message(m, name) for m in history],
+                member.history_budget,
+                self._count,
+                payload_logging,
+                self._instrumentation.history_trimmed,
+            )
+            for name, member in self._members.items()
+        }
+        agents = [
+            _ServiceAgent(
+                name=name,
+                description=member.spec.description or f"The agent {name}.",
+                model_client=model_client,
+                workbench=_ToolWorkbench(member.tools),
+                handoffs=list(member.handoffs),
+                system_message=member.system_message,
+                model_context=contexts[name],
+                reflect_on_tool_use=True,
+                max_tool_iterations=self._limits.max_tool_iterations,
+                model_client_stream=stream_text,
+            )
+            for name, member in self._members.items()
+        ]
+        if self.kind == "single":
+            return agents[0], contexts
+        end = end or _TurnEnd(self._replier, self._limits, _TurnRecord())
+        return self._team(agents, model_client, end, resume_at), contexts
 
     def _team(
         self,
@@ -926,7 +951,7 @@ class _TurnEnd(TerminationCondition):
         self._replier = replier
         self._limits = limits
         self._record = record
-        self._deadline = asyncio.get_running_loop().time() + limits.team_turn_seconds
+        self._deadline = time.monotonic() + limits.team_turn_seconds
         self._messages = 0
         self._stopped = False
         self.reason: StopReason | None = None
@@ -962,7 +987,7 @@ class _TurnEnd(TerminationCondition):
                 reason = "max_messages"
             elif record.prompt_tokens + record.completion_tokens >= self._limits.team_token_budget:
                 reason = "token_budget"
-            elif asyncio.get_running_loop().time() >= self._deadline:
+            elif time.monotonic() >= self._deadline:
                 reason = "deadline"
         if reason is None:
             return None
