@@ -7,6 +7,7 @@ they ran.
 """
 
 import json
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
@@ -514,6 +515,7 @@ class TurnInput:
     history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
     newest: str | None  # the user's new message; None when the turn decides approvals
     state: Mapping[str, Any] | None  # the crew's state saved by the previous turn
+    keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
     approvals: Sequence[Approval] = ()
 
 
@@ -562,6 +564,10 @@ class Crew:
         count_tokens: TokenCounter,
         budget_for: Callable[[str, int], int],
     ) -> None:
+        # AutoGen's agent runtime, which every team turn starts, would trace each message it
+        # delivers into the installed tracer provider: some 60 spans and a millisecond of CPU
+        # a turn, in traces that have the agent, tool and model call spans already.
+        os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
         if isinstance(spec, TeamSpec):
             self.kind: str = spec.kind
             agents: Sequence[AgentSpec] = spec.agents
@@ -718,7 +724,7 @@ class Crew:
                 if record.model_failure is not None:
                     raise record.model_failure from error
                 raise
-        yield await self._result(runner, transcript, end, record)
+        yield await self._result(runner, transcript, end, record, keep_state=turn.keep_state)
 
     def build(
         self,
@@ -833,6 +839,8 @@ class Crew:
         transcript: "_Transcript",
         end: "_TurnEnd",
         record: _TurnRecord,
+        *,
+        keep_state: bool,
     ) -> TurnResult:
         last = transcript.last_chat
         awaiting: Awaiting | None = None
@@ -853,7 +861,8 @@ class Crew:
             stop_reason = end.reason or transcript.reply_reason
             reply = transcript.reply
         state: dict[str, Any] | None = None
-        if self.kind != "single" or (awaiting is not None and awaiting.kind == "approval"):
+        needed = self.kind != "single" or (awaiting is not None and awaiting.kind == "approval")
+        if keep_state and needed:
             saved = dict(await runner.save_state())
             if self.kind != "single":
                 _trim_thread(saved, self._count, self.history_budget)

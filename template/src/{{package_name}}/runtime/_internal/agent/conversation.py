@@ -27,6 +27,11 @@ class Conversation(Protocol):
         """What the agents left after the previous turn (a team's state), if anything."""
         ...
 
+    @property
+    def keeps_state(self) -> bool:
+        """Whether `commit` keeps the agents' state: if not, it need not be made."""
+        ...
+
     async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
         """Save the turn (the request's messages, `reply` unless None, and the agents'
         `state`), then release."""
@@ -48,6 +53,7 @@ class Unsaved:
 
     history: Sequence[ChatMessage] = ()
     state: Mapping[str, Any] | None = None
+    keeps_state = False
 
     async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
         pass

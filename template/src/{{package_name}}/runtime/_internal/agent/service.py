@@ -184,6 +184,7 @@ class ChatService:
             history=[*conversation.history, *earlier],
             newest=None if newest is None else newest.content,
             state=conversation.state,
+            keep_state=conversation.keeps_state,
             approvals=request.approvals or (),
         )
 
