@@ -647,29 +647,28 @@ class Crew:
         """What a saved state waits for; `StateRefused` if this crew cannot go on from it."""
         if state is None:
             return None
-        saved_by = f"{state.get('kind')} of {', '.join(state.get('agents') or ())}"
-        if state.get("kind") != self.kind or tuple(state.get("agents") or ()) != self.names:
+        if state.get("kind") != self.kind or state.get("agents") != list(self.names):
             raise StateRefused(
                 "session_team_changed",
-                f"This session was saved by a different team ({saved_by}); this service "
-                f"runs a {self.kind} of {', '.join(self.names)}. Start a new session, or "
-                "delete this one.",
+                f"This session was saved by a different team ({state.get('kind')} of "
+                f"{state.get('agents')}); this service runs a {self.kind} of "
+                f"{', '.join(self.names)}. Start a new session, or delete this one.",
             )
         awaiting = state.get("awaiting")
         if awaiting is None:
             return None
         try:
-            return Awaiting(
+            found = Awaiting(
                 kind=awaiting["kind"],
                 agent=awaiting["agent"],
                 calls=tuple(PendingCall(**call) for call in awaiting.get("calls", ())),
             )
         except (KeyError, TypeError) as error:
-            raise StateRefused(
-                "session_state_unreadable",
-                "This session's saved state cannot be read. Start a new session, or delete "
-                "this one.",
-            ) from error
+            raise _unreadable_state() from error
+        if found.agent not in self.names or found.kind not in ("input", "approval"):
+            # A handoff to an agent the team does not have: nobody could go on.
+            raise _unreadable_state()
+        return found
 
     async def run(
         self,
@@ -884,6 +883,14 @@ class Crew:
         )
 
 
+def _unreadable_state() -> StateRefused:
+    return StateRefused(
+        "session_state_unreadable",
+        "This session's saved state cannot be read by this version of the service. Start a "
+        "new session, or delete this one.",
+    )
+
+
 def _history_message(message: ChatMessage, agent_name: str) -> LLMMessage:
     if message.role == "assistant":
         return AssistantMessage(content=message.content, source=agent_name)
@@ -931,11 +938,7 @@ async def _load_state(
         await runner.load_state(saved)
     except (KeyError, TypeError, ValueError) as error:
         log.warning("saved session state unreadable", error=f"{type(error).__name__}: {error}")
-        raise StateRefused(
-            "session_state_unreadable",
-            "This session's saved state cannot be read by this version of the service. "
-            "Start a new session, or delete this one.",
-        ) from error
+        raise _unreadable_state() from error
 
 
 def _trim_thread(state: dict[str, Any], count: TokenCounter, budget: int) -> None:
