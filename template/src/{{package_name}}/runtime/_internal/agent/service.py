@@ -3,7 +3,8 @@ usage accounting."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal
 
 import openai
 import structlog
@@ -143,13 +144,29 @@ class ChatService:
             await turn.close()
         return event
 
-    def _turn_input(self, request: ChatRequest, conversation: Conversation) -> TurnInput:
-        """What the turn starts from; 409 or 422 when the session cannot go on with it."""
+    def waits_for(
+        self, state: Mapping[str, Any] | None
+    ) -> tuple[Literal["completed", "awaiting_input", "awaiting_approval"], list[PendingToolCall]]:
+        """What a conversation with this saved state waits for, and the calls to decide; 409
+        if this service cannot go on from it."""
         try:
-            awaiting = self._crew.awaiting(conversation.state)
+            awaiting = self._crew.awaiting(state)
         except StateRefused as error:
             raise ApiError(409, error.type, str(error)) from error
-        pending = [call.id for call in awaiting.calls] if awaiting else []
+        if awaiting is None:
+            return "completed", []
+        pending = [
+            PendingToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in awaiting.calls
+        ]
+        return (
+            ("awaiting_approval", pending)
+            if awaiting.kind == "approval"
+            else ("awaiting_input", [])
+        )
+
+    def _turn_input(self, request: ChatRequest, conversation: Conversation) -> TurnInput:
+        """What the turn starts from; 409 or 422 when the session cannot go on with it."""
+        pending = [call.id for call in self.waits_for(conversation.state)[1]]
         if request.approvals is not None:
             if not pending:
                 raise ApiError(
