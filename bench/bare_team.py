@@ -7,33 +7,19 @@ cost of its own features. Runs in the rendered service's environment as `uvicorn
 bare_team:app`, with the upstream's base URL in `BENCH_UPSTREAM_URL`.
 """
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
-from autogen_core.models import ModelFamily, ModelInfo
-from autogen_ext.models.openai import OpenAIChatCompletionClient
-from baseline import FIRST_PROMPT, SECOND_PROMPT, ChatReply, ChatRequest
+from baseline import FIRST_PROMPT, SECOND_PROMPT, ChatReply, ChatRequest, model_client
 from fastapi import FastAPI, Request
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.client = OpenAIChatCompletionClient(
-        model="bench",
-        base_url=os.environ["BENCH_UPSTREAM_URL"],
-        api_key="bench",
-        model_info=ModelInfo(
-            vision=False,
-            function_calling=True,
-            json_output=False,
-            family=ModelFamily.UNKNOWN,
-            structured_output=False,
-        ),
-    )
+    app.state.client = model_client()
     yield
     await app.state.client.close()
 

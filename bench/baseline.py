@@ -4,9 +4,13 @@ Imported by `passthrough.py`, `naive.py` and `bare_team.py`, which run from this
 the rendered service's environment.
 """
 
-from typing import Literal
+import os
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 SYSTEM_PROMPT = "You are a support assistant. Use the tools to look facts up."
 # The two agents of the team scenario (bench/team.py has the same).
@@ -30,3 +34,23 @@ class ChatReply(BaseModel):
 def lookup_customer(customer_id: str) -> dict[str, str]:
     """Look up a customer by id."""
     return {"customer_id": customer_id, "name": "Ada Lovelace", "plan": "enterprise"}
+
+
+def model_client() -> "OpenAIChatCompletionClient":
+    """The AutoGen model client of (c) and (d), for the stub at `BENCH_UPSTREAM_URL`."""
+    # Imported here: the passthrough (b) imports this module too, and must not load AutoGen.
+    from autogen_core.models import ModelFamily, ModelInfo
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    return OpenAIChatCompletionClient(
+        model="bench",
+        base_url=os.environ["BENCH_UPSTREAM_URL"],
+        api_key="bench",
+        model_info=ModelInfo(
+            vision=False,
+            function_calling=True,
+            json_output=False,
+            family=ModelFamily.UNKNOWN,
+            structured_output=False,
+        ),
+    )

@@ -7,28 +7,13 @@ interleaved tool calls break the history's order. Runs in the rendered service's
 environment as `uvicorn naive:app`, with the upstream's base URL in `BENCH_UPSTREAM_URL`.
 """
 
-import os
-
 from autogen_agentchat.agents import AssistantAgent
-from autogen_core.models import ModelFamily, ModelInfo
-from autogen_ext.models.openai import OpenAIChatCompletionClient
-from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer
+from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer, model_client
 from fastapi import FastAPI
 
 agent = AssistantAgent(
     name="support",
-    model_client=OpenAIChatCompletionClient(
-        model="bench",
-        base_url=os.environ["BENCH_UPSTREAM_URL"],
-        api_key="bench",
-        model_info=ModelInfo(
-            vision=False,
-            function_calling=True,
-            json_output=False,
-            family=ModelFamily.UNKNOWN,
-            structured_output=False,
-        ),
-    ),
+    model_client=model_client(),
     tools=[lookup_customer],
     system_message=SYSTEM_PROMPT,
     reflect_on_tool_use=True,

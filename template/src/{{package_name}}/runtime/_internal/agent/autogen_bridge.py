@@ -49,7 +49,7 @@ from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, To
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import PrivateAttr
 
-from ..http.schemas import Approval, ChatMessage
+from ..http.schemas import Approval, ChatMessage, StopReason
 from ..settings import CoreSettings
 from .fake_upstream import create_fake_upstream
 from .history import trim_to_budget
@@ -119,17 +119,6 @@ class PendingCall:
     id: str
     name: str
     arguments: str
-
-
-StopReason = Literal[
-    "reply",
-    "max_tool_rounds",
-    "max_messages",
-    "token_budget",
-    "deadline",
-    "awaiting_input",
-    "awaiting_approval",
-]
 
 
 @dataclass(frozen=True)

@@ -172,21 +172,26 @@ class PendingToolCall(BaseModel):
     arguments: str = Field(description="The model's arguments: a JSON object, as text.")
 
 
+StopReason = Literal[
+    "reply",
+    "max_tool_rounds",
+    "max_messages",
+    "token_budget",
+    "deadline",
+    "awaiting_input",
+    "awaiting_approval",
+]
+
+
 class ChatResponse(BaseModel):
     reply: str = Field(description="The answer; with `awaiting_input`, the question for the user.")
     status: Literal["completed", "awaiting_input", "awaiting_approval"] = Field(
         description="`awaiting_input`: the next message on the session answers `reply`; "
         "`awaiting_approval`: the next request on the session carries `approvals`."
     )
-    stop_reason: Literal[
-        "reply",
-        "max_tool_rounds",
-        "max_messages",
-        "token_budget",
-        "deadline",
-        "awaiting_input",
-        "awaiting_approval",
-    ] = Field(description="What ended the turn: a reply, a question, or the limit it reached.")
+    stop_reason: StopReason = Field(
+        description="What ended the turn: a reply, a question, or the limit it reached."
+    )
     request_id: str
     provider: Literal["offline", "openai"] = Field(
         description="`offline` marks replies of the built-in deterministic model."
