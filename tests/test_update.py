@@ -796,3 +796,31 @@ def test_the_leftover_check_finds_markers_and_rejected_hunks_only(tmp_path: Path
     assert "'docs/notes.md': [2, 4, 6]" in result.stdout
     assert "['pyproject.toml.rej']" in result.stdout
     assert "vendored.py" not in result.stdout
+
+
+def test_switching_to_a_team_renders_the_example_team_and_keeps_the_teams_files(
+    updated: Update, tmp_path: Path
+) -> None:
+    service = clone(updated.service, tmp_path / "to-a-team", updated.update_commit)
+    package = f"src/{service.answers['package_name']}"
+    before = {name: read(service, name) for name in (f"{package}/agent.py", f"{package}/tools.py")}
+
+    log = tmp_path / "update.log"
+    with output_of_subprocesses(log):
+        update(
+            service.path,
+            vcs_ref=updated.template.commit,
+            data={"agent_team": "swarm"},
+            skip_tasks=True,
+            quiet=True,
+        )
+
+    assert 'TeamSpec(kind="swarm"' in read(service, f"{package}/team.py")
+    assert (service.path / "tests" / "test_team.py").is_file()
+    assert {name: read(service, name) for name in before} == before
+    # main.py changes its last line, next to which the team wrote a note: the merge keeps
+    # both for the team to choose, and the leftover check points at them.
+    main = read(service, f"{package}/main.py")
+    assert "from .team import TEAM\n" in main and TEAM_NOTE.strip() in main
+    assert "app = create_app(Settings.load(), TEAM)\n" in main
+    assert merge_leftovers(service.path) == [str(service.path / package / "main.py")]
