@@ -689,7 +689,8 @@ class Crew:
         text = turn.newest
         if turn.approvals:
             assert awaiting is not None  # the service checked the decisions against it
-            async for event in self._decide(turn.approvals, awaiting, contexts, settled):
+            decided = self._decide(turn.approvals, awaiting, contexts, settled, cancellation_token)
+            async for event in decided:
                 yield event
             text = _decisions_text(turn.approvals, awaiting)
         assert text is not None
@@ -787,6 +788,7 @@ class Crew:
         awaiting: Awaiting,
         contexts: Mapping[str, "TurnTrimmingContext"],
         settled: list[InnerMessage],
+        cancellation_token: CancellationToken,
     ) -> AsyncIterator[TurnEvent]:
         """Run the approved calls, refuse the rejected ones, and put both results where the
         asking agent's placeholders were."""
@@ -803,7 +805,7 @@ class Crew:
                 content = (
                     tool.reject_arguments(problem, call.id)
                     if problem
-                    else await tool.run_json(json.loads(arguments), CancellationToken(), call.id)
+                    else await tool.run_json(json.loads(arguments), cancellation_token, call.id)
                 )
                 failed = is_tool_error(content)
                 yield ToolCallFinished(call.name, failed, awaiting.agent)

@@ -4,7 +4,7 @@ usage accounting."""
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import openai
 import structlog
@@ -16,6 +16,7 @@ from ..http.schemas import (
     ChatResponse,
     PendingToolCall,
     TurnMessage,
+    TurnStatus,
     Usage,
 )
 from ..project import ENV_PREFIX
@@ -146,7 +147,7 @@ class ChatService:
 
     def waits_for(
         self, state: Mapping[str, Any] | None
-    ) -> tuple[Literal["completed", "awaiting_input", "awaiting_approval"], list[PendingToolCall]]:
+    ) -> tuple[TurnStatus, list[PendingToolCall]]:
         """What a conversation with this saved state waits for, and the calls to decide; 409
         if this service cannot go on from it."""
         try:
@@ -182,7 +183,7 @@ class ChatService:
                 problem = (
                     f"no pending call has id {', '.join(unknown)}"
                     if unknown
-                    else (f"decide every pending call; missing {', '.join(missing)}")
+                    else f"decide every pending call; missing {', '.join(missing)}"
                 )
                 raise ApiError(
                     422,
@@ -196,21 +197,19 @@ class ChatService:
                 "This session waits for decisions on tool calls before it can go on: send "
                 f"`approvals` for {', '.join(pending)} (see `pending_tool_calls`).",
             )
-        *earlier, newest = request.messages or [None]
+        messages = request.messages
         return TurnInput(
-            history=[*conversation.history, *earlier],
-            newest=None if newest is None else newest.content,
+            history=[*conversation.history, *messages[:-1]],
+            newest=messages[-1].content if messages else None,
             state=conversation.state,
             keep_state=conversation.keeps_state,
             approvals=request.approvals or (),
         )
 
     def response(self, turn: TurnResult) -> ChatResponse:
-        status = (
-            turn.stop_reason
-            if turn.stop_reason in ("awaiting_input", "awaiting_approval")
-            else "completed"
-        )
+        status: TurnStatus = "completed"
+        if turn.stop_reason in ("awaiting_input", "awaiting_approval"):
+            status = turn.stop_reason
         answered = turn.stop_reason in ("reply", "max_tool_rounds", "awaiting_input")
         if answered and not turn.reply.strip():
             raise ApiError(502, "upstream_empty_reply", "The model answered with no text.")

@@ -172,6 +172,7 @@ class PendingToolCall(BaseModel):
     arguments: str = Field(description="The model's arguments: a JSON object, as text.")
 
 
+TurnStatus = Literal["completed", "awaiting_input", "awaiting_approval"]
 StopReason = Literal[
     "reply",
     "max_tool_rounds",
@@ -185,7 +186,7 @@ StopReason = Literal[
 
 class ChatResponse(BaseModel):
     reply: str = Field(description="The answer; with `awaiting_input`, the question for the user.")
-    status: Literal["completed", "awaiting_input", "awaiting_approval"] = Field(
+    status: TurnStatus = Field(
         description="`awaiting_input`: the next message on the session answers `reply`; "
         "`awaiting_approval`: the next request on the session carries `approvals`."
     )
