@@ -130,6 +130,28 @@ class ChatService:
             raise
         return ChatTurn(self, conversation, run)
 
+    async def stream(
+        self,
+        request: ChatRequest,
+        conversations: Conversations,
+        is_disconnected: DisconnectCheck,
+    ) -> AsyncIterator[TurnEvent | ChatResponse | ApiError]:
+        """The turn's events as they come, then its response, or the error that ended it.
+
+        The turn has begun and produced its first event when this returns: a turn that
+        fails before producing anything (a rate limit, an unreachable model, a full
+        service, a busy session) raises here, in time for an honest HTTP status; a failure
+        after that is the last item. The turn is closed before the last item, which the
+        client may answer at once with its next turn.
+        """
+        turn = await self.begin(request, conversations, is_disconnected, stream_text=True)
+        try:
+            first = await turn.next_event()
+        except BaseException:
+            await turn.close()
+            raise
+        return turn.rest(first)
+
     async def answer(
         self,
         request: ChatRequest,
@@ -324,6 +346,27 @@ class ChatTurn:
     async def close(self) -> None:
         self._run.close()
         await self._conversation.release()
+
+    async def rest(
+        self, first: TurnEvent | ChatResponse
+    ) -> AsyncIterator[TurnEvent | ChatResponse | ApiError]:
+        """`first`, the events after it, and the response or the error that ended the turn."""
+        try:
+            event = first
+            while not isinstance(event, ChatResponse):
+                yield event
+                event = await self.next_event()
+            # Committed by now: the response means saved.
+        except ApiError as error:
+            failure = error
+        except Exception:
+            log.exception("unhandled error")
+            failure = internal_error()
+        else:
+            failure = None
+        finally:
+            await self.close()
+        yield event if failure is None else failure
 
 
 class AgentRun:
