@@ -73,6 +73,8 @@ class ChatService:
         self._model_client = model_client
         self.count_tokens = count_tokens
         self.history_budget = crew.history_budget
+        # A lone agent's streamed text is its reply; a team's is every agent's in turn.
+        self.streams_only_the_reply = crew.kind == "single"
         self.runs_in_flight = 0
         self._payload_logging: PayloadLogging = (
             "content"

@@ -48,14 +48,22 @@ def chat_body(*contents: str) -> dict[str, Any]:
 
 
 class ThreadedServer:
-    """An ASGI app served over real HTTP on 127.0.0.1, on a free port, in a background thread."""
+    """An ASGI app served over real HTTP on 127.0.0.1, on a free port, in a background thread.
 
-    def __init__(self, app: Any) -> None:
+    With `lifespan`, the app starts and stops in that thread, as it does under `serve`: what
+    its start-up builds (the model client) is then used on the loop that built it.
+    """
+
+    def __init__(self, app: Any, *, lifespan: bool = False) -> None:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            app, log_config=None, log_level="warning", lifespan="off", access_log=False
+            app,
+            log_config=None,
+            log_level="warning",
+            lifespan="on" if lifespan else "off",
+            access_log=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
