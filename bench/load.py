@@ -12,8 +12,9 @@ import aiohttp
 
 from .upstream_stub import CANARY, TOOL_MARKER, expected_reply
 
-# `team` is a plain turn, answered by a two-agent team.
-Scenario = Literal["plain", "tool", "team"]
+# `team` is a plain turn, answered by a two-agent team; `openai` a plain turn, sent as an
+# OpenAI chat completion to a URL ending in `/chat/completions` (and as itself elsewhere).
+Scenario = Literal["plain", "tool", "team", "openai"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ async def drive(
     """
     latencies: list[float] = []
     errors = cross_talk = 0
+    openai = url.endswith("/chat/completions")
     remaining = iter(range(requests))
     headers = {"Authorization": f"Bearer {api_key}"}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -71,7 +73,9 @@ async def drive(
         nonlocal errors, cross_talk
         canary = f"canary-{secrets.token_hex(8)}"
         task = f"{TOOL_MARKER} for {canary}" if scenario == "tool" else f"hello from {canary}"
-        body = {"messages": [{"role": "user", "content": task}]}
+        body: dict[str, object] = {"messages": [{"role": "user", "content": task}]}
+        if openai:
+            body["model"] = "bench"
         started = time.perf_counter()
         try:
             async with session.post(url, json=body, headers=headers) as response:
@@ -79,10 +83,13 @@ async def drive(
         except (aiohttp.ClientError, ValueError):
             answer = None
         latencies.append(time.perf_counter() - started)
-        if answer is None:
+        reply = None
+        if answer is not None:
+            reply = answer["choices"][0]["message"]["content"] if openai else answer["reply"]
+        if reply is None:
             errors += 1
-        elif answer["reply"] != expected_reply(canary, after_tool=scenario == "tool"):
-            if CANARY.findall(answer["reply"]) == [canary]:
+        elif reply != expected_reply(canary, after_tool=scenario == "tool"):
+            if CANARY.findall(reply) == [canary]:
                 errors += 1  # its own canary only, but not the answer the stub gives
             else:
                 cross_talk += 1

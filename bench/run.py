@@ -31,6 +31,7 @@ SERVERS = {
     "b": "bare passthrough",
     "c": "naive shared agent",
     "d": "bare request-scoped team",
+    "e": "rendered service, /v1/chat/completions",
 }
 # The scenarios of the lone agent, measured on (a), (b) and (c); the team scenario is
 # measured on a service rendered with a team, (a), against (b) and (d) of the same shape.
@@ -254,7 +255,13 @@ def measure(args: argparse.Namespace, bench: Bench, team_bench: Bench) -> dict[s
                     )
                     runs["c"] = [run]
                 measurements += _measured(scenario, level, runs, cpu_seconds)
+        # The OpenAI facade against /v1/chat, on the same process, taking turns.
         url, pid = shared["a"]
+        facade = {"a": (url, pid), "e": (url + "/completions", pid)}
+        asyncio.run(drive(url + "/completions", API_KEY, "openai", 8, args.warmup))
+        for level in args.levels:
+            runs, cpu_seconds = _rounds(args, facade, "openai", level, per_round)
+            measurements += _measured("openai", level, runs, cpu_seconds)
         rss_before = psutil.Process(pid).memory_info().rss
         for scenario in AGENT_SCENARIOS:
             asyncio.run(drive(url, API_KEY, scenario, 32, args.rss_requests // 2))
@@ -336,7 +343,8 @@ def report(figures: dict[str, Any]) -> str:
         "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) | CPU (b)/(a) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for scenario, level in dict.fromkeys((m.scenario, m.concurrency) for m in measurements):
+    agent_rows = [m for m in measurements if m.scenario != "openai"]
+    for scenario, level in dict.fromkeys((m.scenario, m.concurrency) for m in agent_rows):
         a, b = by_key[scenario, level, "a"], by_key[scenario, level, "b"]
         lines.append(
             f"| {scenario} | {level} | {a.result.rps / b.result.rps:.2f} "
@@ -356,6 +364,17 @@ def report(figures: dict[str, Any]) -> str:
             f"| {a.result.p50_ms / d.result.p50_ms:.2f} | {a.result.p99_ms / d.result.p99_ms:.2f} "
             f"| {d.server_cpu_ms / a.server_cpu_ms:.2f} | {a.server_cpu_ms:.2f} "
             f"| {d.server_cpu_ms:.2f} |"
+        )
+    lines += [
+        "",
+        "| OpenAI facade: concurrency | req/s (e)/(a) | p50 (e)/(a) | CPU (a)/(e) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for level in dict.fromkeys(m.concurrency for m in measurements if m.scenario == "openai"):
+        a, e = by_key["openai", level, "a"], by_key["openai", level, "e"]
+        lines.append(
+            f"| {level} | {e.result.rps / a.result.rps:.2f} "
+            f"| {e.result.p50_ms / a.result.p50_ms:.2f} | {a.server_cpu_ms / e.server_cpu_ms:.2f} |"
         )
     growth = figures["rss_after_mb"] - figures["rss_before_mb"]
     lines += [

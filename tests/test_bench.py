@@ -31,16 +31,19 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_the_service_and_the
     assert "| scenario | concurrency | req/s (a)/(b) |" in run.stdout
     assert "Building one request-scoped agent:" in run.stdout
     assert "| team: concurrency | req/s (a)/(d) |" in run.stdout
+    assert "| OpenAI facade: concurrency | req/s (e)/(a) |" in run.stdout
 
     figures = json.loads(figures_file.read_text())
     runs = {
         (m["scenario"], m["concurrency"], m["server"]): m["result"] for m in figures["measurements"]
     }
-    # Two levels: the lone agent's two scenarios on (a), (b), (c); the team's on (a), (b), (d).
-    assert len(runs) == 2 * (2 * 3 + 3)
+    # Two levels: the lone agent's two scenarios on (a), (b), (c); the team's on (a), (b), (d);
+    # the OpenAI facade (e) beside /v1/chat (a).
+    assert len(runs) == 2 * (2 * 3 + 3 + 2)
+    assert {server for scenario, _, server in runs if scenario == "openai"} == {"a", "e"}
     assert {server for scenario, _, server in runs if scenario == "team"} == {"a", "b", "d"}
     for (scenario, level, server), result in runs.items():
-        if server in ("a", "b", "d"):
+        if server in ("a", "b", "d", "e"):
             assert (result["errors"], result["cross_talk"]) == (0, 0), (scenario, level, server)
             assert result["requests"] == 50
         if server == "c" and scenario == "plain":
