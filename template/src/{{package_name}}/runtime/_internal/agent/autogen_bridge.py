@@ -632,6 +632,10 @@ class Crew:
             {t.name for m in self._members.values() for t in [*m.tools, *m.needs_approval.values()]}
         )
 
+    @property
+    def approval_tool_names(self) -> list[str]:
+        return sorted({name for m in self._members.values() for name in m.needs_approval})
+
     def awaiting(self, state: Mapping[str, Any] | None) -> Awaiting | None:
         """What a saved state waits for; `StateRefused` if this crew cannot go on from it."""
         if state is None:

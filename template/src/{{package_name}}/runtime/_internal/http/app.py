@@ -83,6 +83,14 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
                     history_budget_tokens=crew.history_budget,
                     features=[feature.__name__.rpartition(".")[2] for feature in INSTALLED],
                 )
+                if crew.approval_tool_names and isinstance(
+                    app.state.conversations, ClientHeldConversations
+                ):
+                    log.warning(
+                        "tools that need approval will never run: deciding on their calls "
+                        "needs sessions, which this service does not keep",
+                        tools=crew.approval_tool_names,
+                    )
                 if settings.model_provider == "offline":
                     log.warning(
                         "offline model in use: replies are canned and no model server is "
