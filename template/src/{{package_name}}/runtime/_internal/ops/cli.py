@@ -1,4 +1,4 @@
-"""The service's command: `serve`, and the deterministic model server for tests."""
+"""The service's command: `serve`, `doctor`, and the deterministic model server for tests."""
 
 import argparse
 import importlib
@@ -11,6 +11,7 @@ import uvicorn
 from ..agent.fake_upstream import create_fake_upstream
 from ..project import PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError
+from . import doctor
 
 # Of uvicorn's two HTTP parsers only h11 limits the size of a request's headers (httptools
 # takes megabytes of them); 16 KiB holds a bearer key and any gateway's forwarding headers.
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--reload", action="store_true", help="restart on code changes (development)"
     )
+    commands.add_parser(
+        "doctor",
+        help="check this environment: settings, model server, Redis, token counter (one line "
+        "each; exit 1 if any fails)",
+    )
     fake = commands.add_parser(
         "fake-upstream", help="run the deterministic OpenAI-compatible stub server"
     )
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
 
+    if args.command == "doctor":
+        return doctor.run()
     if args.command == "fake-upstream":
         uvicorn.run(create_fake_upstream(faults=True), host=args.host, port=args.port)
         return 0
