@@ -42,8 +42,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "agent_team": "selector",
         "session_store": "redis",
     },
-    # A team that hands over, asks the user and waits for approvals, with its state in Redis.
-    "swarm": {"agent_team": "swarm", "session_store": "redis"},
+    # A team that hands over, asks the user and waits for approvals, with its state in Redis,
+    # and tools from MCP servers.
+    "swarm": {"agent_team": "swarm", "session_store": "redis", "mcp_tools": True},
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
         "streaming": False,

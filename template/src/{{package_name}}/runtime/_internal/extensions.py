@@ -22,6 +22,8 @@ class Extensions:
     instrumentation: Instrumentation = field(default_factory=Instrumentation)
     request_observer: RequestObserver | None = None
     lifespans: list[Lifespan] = field(default_factory=list)
+    # What `/readyz` adds to its answer, by name: a feature's view of its own dependencies.
+    readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
 
 
 def extensions(app: FastAPI) -> Extensions:

@@ -6,13 +6,14 @@ one request and dropped with it, because AutoGen agents and teams keep the conve
 they ran.
 """
 
+import asyncio
 import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx
@@ -47,7 +48,7 @@ from autogen_core.models import (
 )
 from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from ..http.schemas import Approval, ChatMessage, StopReason
 from ..settings import CoreSettings
@@ -56,7 +57,7 @@ from .history import trim_to_budget
 from .instrumentation import Instrumentation, ModelCallRecord
 from .specs import USER, AgentOrTeam, AgentSpec, TeamSpec
 from .tokens import TokenCounter, message_tokens
-from .tools import ServiceTool, is_tool_error, tool_error_json
+from .tools import ServiceTool, is_tool_error, limit_size, tool_error_json
 
 log = structlog.get_logger(__name__)
 
@@ -71,8 +72,9 @@ _GENERIC_MODEL_INFO = ModelInfo(
 _OFFLINE_BASE_URL = "http://offline-model.invalid/v1"
 
 PayloadLogging = Literal["off", "shape", "content"]
-# The AutoGen type other runtime modules name, so that they import nothing from AutoGen.
+# The AutoGen types other runtime modules name, so that they import nothing from AutoGen.
 ModelClient = ChatCompletionClient
+AgentTool = BaseTool[Any, Any]
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,7 @@ class _ToolWorkbench(StaticStreamWorkbench):
     """The agent's tools, held as AutoGen holds them for `tools=`, and by name for
     `_ServiceAgent`."""
 
-    def __init__(self, tools: Sequence[FunctionTool]) -> None:
+    def __init__(self, tools: Sequence[BaseTool[Any, Any]]) -> None:
         super().__init__(list(tools))
         self.tools_by_name = {tool.name: tool for tool in tools}
 
@@ -325,6 +327,149 @@ class _ServiceAgent(AssistantAgent):
             is_error=True,
         )
         return tool_call, result
+
+
+McpServerState = Literal["starting", "ready", "unavailable"]
+
+
+class McpServer:
+    """One MCP server's session, kept for the whole process and started again after a
+    failure. Its tools answer the model as the service's own do: JSON text within the size
+    cap, a structured error when the server fails, hangs or is gone, never an exception."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        command: str | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        call_timeout_seconds: float,
+        max_chars: int,
+    ) -> None:
+        # Imported here: only services with MCP tools have the `mcp` package.
+        from autogen_ext.tools.mcp import StdioServerParams, StreamableHttpServerParams
+
+        self.name = name
+        self._params = (
+            StdioServerParams(command=command, args=list(args), env=dict(env or {}) or None)
+            if command is not None
+            else StreamableHttpServerParams(url=url or "", headers=dict(headers or {}) or None)
+        )
+        self._timeout = call_timeout_seconds
+        self._max_chars = max_chars
+        self._workbench: Any = None
+        self.state: McpServerState = "starting"
+
+    async def start(self) -> list[ToolSchema]:
+        """Connect and list the server's tools; raises if the server cannot be reached."""
+        from autogen_ext.tools.mcp import McpWorkbench
+
+        workbench = McpWorkbench(self._params)
+        try:
+            await asyncio.wait_for(workbench.start(), self._timeout)
+            tools = await asyncio.wait_for(workbench.list_tools(), self._timeout)
+        except BaseException:
+            await self._stop(workbench)
+            raise
+        self._workbench, self.state = workbench, "ready"
+        return list(tools)
+
+    async def stop(self) -> None:
+        workbench, self._workbench = self._workbench, None
+        if workbench is not None:
+            await self._stop(workbench)
+
+    async def _stop(self, workbench: Any) -> None:
+        try:
+            await asyncio.wait_for(workbench.stop(), self._timeout)
+        except Exception as error:  # a crashed server cannot be stopped cleanly
+            log.info("mcp server not stopped cleanly", server=self.name, error=repr(error))
+
+    async def call(self, tool: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
+        """The tool's answer as the model gets it, and whether it failed."""
+        if self._workbench is None:
+            try:
+                await self.start()
+            except Exception as error:
+                self.state = "unavailable"
+                log.warning("mcp server unavailable", server=self.name, error=repr(error))
+                return self._error("mcp_unavailable", "The tool's server cannot be reached."), True
+        try:
+            result = await asyncio.wait_for(
+                self._workbench.call_tool(tool, dict(arguments)), self._timeout
+            )
+        except TimeoutError:
+            # Hung, or gone without a word: the next call starts a new session either way.
+            log.warning("mcp tool timed out", server=self.name, tool=tool)
+            await self.stop()
+            message = f"The tool did not answer within {self._timeout} seconds."
+            return self._error("timeout", message), True
+        except Exception as error:
+            return await self._lost(tool, error)
+        text = result.to_text()
+        if result.is_error and text.strip() in ("", "Connection closed"):
+            return await self._lost(tool, ConnectionError(text.strip() or "no answer"))
+        if result.is_error:
+            log.info("mcp tool reported an error", server=self.name, tool=tool)
+            return self._error("tool_error", text, retryable=False), True
+        return limit_size(text, self._max_chars), False
+
+    async def _lost(self, tool: str, error: BaseException) -> tuple[str, bool]:
+        """The session broke: the next call starts a new one."""
+        log.warning("mcp server lost", server=self.name, tool=tool, error=repr(error))
+        self.state = "unavailable"
+        await self.stop()
+        return self._error("mcp_unavailable", "The tool's server stopped answering."), True
+
+    def _error(self, type: str, message: str, *, retryable: bool = True) -> str:
+        return tool_error_json(type, message, retryable=retryable, max_chars=self._max_chars)
+
+
+class _McpTool(BaseTool[BaseModel, BaseModel]):
+    """A tool of an MCP server, under the name `<server>_<tool>`."""
+
+    def __init__(
+        self, server: McpServer, schema: ToolSchema, instrumentation: Instrumentation
+    ) -> None:
+        name = f"{server.name}_{schema['name']}"
+        super().__init__(BaseModel, BaseModel, name, schema.get("description", ""))
+        self._server = server
+        self._tool = schema["name"]
+        self._schema = ToolSchema(
+            name=name, description=schema.get("description", ""), parameters=schema["parameters"]
+        )
+        self._record_outcome = instrumentation.tool_call
+
+    @property
+    def schema(self) -> ToolSchema:
+        return self._schema
+
+    async def run_json(
+        self,
+        args: Mapping[str, Any],
+        cancellation_token: CancellationToken,
+        call_id: str | None = None,
+    ) -> str:
+        with trace_tool_span(self.name, tool_description=self.description, tool_call_id=call_id):
+            text, failed = await self._server.call(self._tool, args)
+            self._record_outcome(self.name, "tool_error" if failed else "ok")
+        return text
+
+    async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> BaseModel:
+        raise NotImplementedError("called through run_json")
+
+    def return_value_as_string(self, value: Any) -> str:
+        return str(value)
+
+
+def mcp_tools(
+    server: McpServer, schemas: Sequence[ToolSchema], instrumentation: Instrumentation
+) -> list[BaseTool[Any, Any]]:
+    """`server`'s tools, as the agents' tools."""
+    return [_McpTool(server, schema, instrumentation) for schema in schemas]
 
 
 class _AwaitingApprovalTool(_JsonSafeFunctionTool):
@@ -514,7 +659,7 @@ class _Member:
 
     spec: AgentSpec
     system_message: str
-    tools: tuple[_JsonSafeFunctionTool, ...]
+    tools: tuple[BaseTool[Any, Any], ...]
     handoffs: tuple[_BuiltHandoff, ...]
     needs_approval: Mapping[str, _JsonSafeFunctionTool]
     history_budget: int
@@ -575,6 +720,7 @@ class Crew:
             team_token_budget=settings.team_token_budget,
             team_turn_seconds=settings.team_turn_seconds,
         )
+        self._budget_for = budget_for
         self._members = {agent.name: self._member(agent, settings, budget_for) for agent in agents}
         self.history_budget = min(m.history_budget for m in self._members.values())
         # Tools that only hand over (to an agent, to the user, or to an approver): the
@@ -613,10 +759,7 @@ class Crew:
         if self.kind != "single":
             system_message = _team_preamble(agent.name, self.names) + system_message
         tools = tuple(tool for name, tool in built.items() if name not in needs_approval)
-        schemas = [tool.schema for tool in tools] + [h.handoff_tool.schema for h in handoffs]
-        overhead = message_tokens(self._count, system_message) + sum(
-            self._count(json.dumps(schema)) for schema in schemas
-        )
+        overhead = self._overhead(system_message, tools, handoffs)
         return _Member(
             spec=agent,
             system_message=system_message,
@@ -625,6 +768,28 @@ class Crew:
             needs_approval=needs_approval,
             history_budget=budget_for(agent.name, overhead),
         )
+
+    def _overhead(
+        self,
+        system_message: str,
+        tools: Sequence[BaseTool[Any, Any]],
+        handoffs: Sequence[_BuiltHandoff],
+    ) -> int:
+        """Tokens every model call of an agent spends before the history."""
+        schemas = [tool.schema for tool in tools] + [h.handoff_tool.schema for h in handoffs]
+        return message_tokens(self._count, system_message) + sum(
+            self._count(json.dumps(schema)) for schema in schemas
+        )
+
+    def add_tools(self, tools: Sequence[BaseTool[Any, Any]]) -> None:
+        """Give every agent `tools` as well: tools found at start-up, an MCP server's say."""
+        for name, member in self._members.items():
+            with_tools = (*member.tools, *tools)
+            overhead = self._overhead(member.system_message, with_tools, member.handoffs)
+            self._members[name] = replace(
+                member, tools=with_tools, history_budget=self._budget_for(name, overhead)
+            )
+        self.history_budget = min(m.history_budget for m in self._members.values())
 
     @property
     def tool_names(self) -> list[str]:

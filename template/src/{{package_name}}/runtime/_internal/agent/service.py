@@ -3,7 +3,7 @@ usage accounting."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -22,6 +22,7 @@ from ..http.schemas import (
 from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
 from .autogen_bridge import (
+    AgentTool,
     CancellationToken,
     Crew,
     InnerMessage,
@@ -72,7 +73,6 @@ class ChatService:
         self._crew = crew
         self._model_client = model_client
         self.count_tokens = count_tokens
-        self.history_budget = crew.history_budget
         # A lone agent's streamed text is its reply; a team's is every agent's in turn.
         self.streams_only_the_reply = crew.kind == "single"
         self.runs_in_flight = 0
@@ -83,6 +83,15 @@ class ChatService:
             if settings.log_payload_shape
             else "off"
         )
+
+    @property
+    def history_budget(self) -> int:
+        """Tokens of conversation every agent can be sent."""
+        return self._crew.history_budget
+
+    def add_tools(self, tools: Sequence[AgentTool]) -> None:
+        """Give every agent `tools` as well, before the first turn: an MCP server's, say."""
+        self._crew.add_tools(tools)
 
     def _check_limits(self, request: ChatRequest) -> None:
         """Limits that depend on settings; the request model checks the rest."""

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from ..agent.conversation import Conversations
 from ..agent.service import ChatService
 from ..dependencies import chat_service, conversations
+from ..extensions import extensions
 from .schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
 
 router = APIRouter()
@@ -18,8 +19,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: start-up has finished and the model client is built")
-async def readyz(_: Annotated[ChatService, Depends(chat_service)]) -> dict[str, str]:
-    return {"status": "ready"}
+async def readyz(
+    request: Request, _: Annotated[ChatService, Depends(chat_service)]
+) -> dict[str, object]:
+    reports = {name: report() for name, report in extensions(request.app).readiness.items()}
+    return {"status": "ready", **reports}
 
 
 @router.post("/v1/chat", summary="Answer the newest user turn", responses=ERROR_RESPONSES)

@@ -2,7 +2,8 @@
 
 For the moment a service misbehaves somewhere new: the settings load, the model server
 answers a one-token call (or exactly why not: DNS, TLS, refused, timeout, 401, 404), Redis
-answers when sessions are on, the token counter has its data. It prints no secret: the
+answers when sessions are on, each MCP server starts and lists its tools when MCP tools are
+on, the token counter has its data. It prints no secret: the
 settings' secrets never, URLs without their user and password.
 """
 
@@ -50,6 +51,9 @@ def run(write: Callable[[str], object] = print) -> int:
     report(asyncio.run(_model(settings)))
     if "sessions" in FEATURES:
         report(asyncio.run(_redis(settings)))
+    if "mcp_tools" in FEATURES:
+        for server in settings.mcp_servers:
+            report(asyncio.run(_mcp_server(settings, server)))
     return 0 if all(check.ok for check in checks) else 1
 
 
@@ -131,6 +135,20 @@ def _connection_problem(error: BaseException) -> str:
     if "connection refused" in text or "connect call failed" in text:
         return "connection refused: nothing listens there"
     return f"cannot connect ({type(causes[-1]).__name__})"
+
+
+async def _mcp_server(settings: Any, server: Any) -> Check:
+    from ..features.mcp_tools import mcp_server  # rendered only with MCP tools
+
+    session = mcp_server(server, settings)
+    name = f"mcp {server.name}"
+    try:
+        tools = await session.start()
+    except Exception as error:
+        return Check(name, False, f"does not start: {type(error).__name__}")
+    finally:
+        await session.stop()
+    return Check(name, True, f"{len(tools)} tools: {', '.join(t['name'] for t in tools)}")
 
 
 async def _redis(settings: Any) -> Check:
