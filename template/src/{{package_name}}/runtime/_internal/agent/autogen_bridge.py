@@ -649,6 +649,7 @@ class TurnInput:
     history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
     newest: str | None  # the user's new message; None when the turn decides approvals
     state: Mapping[str, Any] | None  # the crew's state saved by the previous turn
+    awaiting: Awaiting | None  # what that state waits for (`Crew.awaiting`)
     keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
     approvals: Sequence[Approval] = ()
 
@@ -841,7 +842,7 @@ class Crew:
         text deltas when `stream_text` is set, and a `TurnResult` last."""
         record = _TurnRecord()
         _turn_record.set(record)
-        awaiting = self.awaiting(turn.state)
+        awaiting = turn.awaiting
         resume_at = awaiting.agent if awaiting else None
         end = _TurnEnd(self._replier, self._limits, record)
         runner, contexts = self.build(

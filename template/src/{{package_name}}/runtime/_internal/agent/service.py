@@ -23,6 +23,7 @@ from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
 from .autogen_bridge import (
     AgentTool,
+    Awaiting,
     CancellationToken,
     Crew,
     InnerMessage,
@@ -178,29 +179,34 @@ class ChatService:
             await turn.close()
         return event
 
+    def _awaiting(self, state: Mapping[str, Any] | None) -> Awaiting | None:
+        """What a conversation with this saved state waits for; 409 if this service cannot
+        go on from it."""
+        try:
+            return self._crew.awaiting(state)
+        except StateRefused as error:
+            raise ApiError(409, error.type, str(error)) from error
+
     def waits_for(
         self, state: Mapping[str, Any] | None
     ) -> tuple[TurnStatus, list[PendingToolCall]]:
-        """What a conversation with this saved state waits for, and the calls to decide; 409
-        if this service cannot go on from it."""
-        try:
-            awaiting = self._crew.awaiting(state)
-        except StateRefused as error:
-            raise ApiError(409, error.type, str(error)) from error
+        """What a conversation with this saved state waits for, and the calls to decide."""
+        awaiting = self._awaiting(state)
         if awaiting is None:
             return "completed", []
-        pending = [
-            PendingToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in awaiting.calls
+        if awaiting.kind == "input":
+            return "awaiting_input", []
+        calls = awaiting.calls
+        return "awaiting_approval", [
+            PendingToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls
         ]
-        return (
-            ("awaiting_approval", pending)
-            if awaiting.kind == "approval"
-            else ("awaiting_input", [])
-        )
 
     def _turn_input(self, request: ChatRequest, conversation: Conversation) -> TurnInput:
         """What the turn starts from; 409 or 422 when the session cannot go on with it."""
-        pending = [call.id for call in self.waits_for(conversation.state)[1]]
+        awaiting = self._awaiting(conversation.state)
+        pending = [
+            call.id for call in (awaiting.calls if awaiting and awaiting.kind == "approval" else ())
+        ]
         if request.approvals is not None:
             if not pending:
                 raise ApiError(
@@ -235,6 +241,7 @@ class ChatService:
             history=[*conversation.history, *messages[:-1]],
             newest=messages[-1].content if messages else None,
             state=conversation.state,
+            awaiting=awaiting,
             keep_state=conversation.keeps_state,
             approvals=request.approvals or (),
         )
