@@ -43,8 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "session_store": "redis",
     },
     # A team that hands over, asks the user and waits for approvals, with its state in Redis,
-    # and tools from MCP servers.
-    "swarm": {"agent_team": "swarm", "session_store": "redis", "mcp_tools": True},
+    # tools from MCP servers, and an A2A server.
+    "swarm": {"agent_team": "swarm", "session_store": "redis", "mcp_tools": True, "a2a": True},
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
         "streaming": False,

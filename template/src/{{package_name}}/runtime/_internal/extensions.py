@@ -24,6 +24,9 @@ class Extensions:
     lifespans: list[Lifespan] = field(default_factory=list)
     # What `/readyz` adds to its answer, by name: a feature's view of its own dependencies.
     readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
+    # Paths that hold nothing private (a page, a public description of the service), which
+    # callers may fetch without an API key.
+    public_paths: set[str] = field(default_factory=set)
 
 
 def extensions(app: FastAPI) -> Extensions:

@@ -57,6 +57,12 @@ class SettingsBase(BaseSettings):
 class CoreSettings(SettingsBase):
     """The settings every service of this template has."""
 
+    environment: Literal["production", "development"] = Field(
+        "production",
+        description="`development` is for a developer's machine: a service with API keys "
+        "starts without them and takes every caller; a service with the playground serves it. "
+        "`production` does neither.",
+    )
     model_provider: Literal["offline", "openai"] = Field(
         "offline",
         description="`offline` answers from a deterministic local model (no network, no key); "

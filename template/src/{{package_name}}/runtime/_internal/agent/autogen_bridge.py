@@ -793,10 +793,14 @@ class Crew:
         self.history_budget = min(m.history_budget for m in self._members.values())
 
     @property
+    def tool_descriptions(self) -> dict[str, str]:
+        """What each tool of any agent does, by name, in name order."""
+        every = [t for m in self._members.values() for t in [*m.tools, *m.needs_approval.values()]]
+        return {t.name: t.description for t in sorted(every, key=lambda t: t.name)}
+
+    @property
     def tool_names(self) -> list[str]:
-        return sorted(
-            {t.name for m in self._members.values() for t in [*m.tools, *m.needs_approval.values()]}
-        )
+        return list(self.tool_descriptions)
 
     @property
     def approval_tool_names(self) -> list[str]:

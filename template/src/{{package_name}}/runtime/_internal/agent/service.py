@@ -90,6 +90,11 @@ class ChatService:
         """Tokens of conversation every agent can be sent."""
         return self._crew.history_budget
 
+    @property
+    def tool_descriptions(self) -> dict[str, str]:
+        """What each tool the agents may call does, by name."""
+        return self._crew.tool_descriptions
+
     def add_tools(self, tools: Sequence[AgentTool]) -> None:
         """Give every agent `tools` as well, before the first turn: an MCP server's, say."""
         self._crew.add_tools(tools)

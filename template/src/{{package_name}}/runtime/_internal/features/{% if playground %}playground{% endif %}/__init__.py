@@ -1,0 +1,71 @@
+"""`GET /playground`: a page to talk to the service while building it.
+
+One file of plain HTML, CSS and JavaScript (`page.html`), nothing loaded from elsewhere. It
+calls the service's own API from the browser, as any client would, so what it shows is what
+a client gets: streamed text, tool calls and their outcome, which agent spoke, usage, the
+request id, errors by type, and a team's questions and pending approvals to answer. An API
+key typed into the page stays in the tab's session storage.
+
+Served in development, or when `PLAYGROUND_ENABLED` asks for it: never by default in
+production, where it would show every visitor a way to spend the model's budget.
+"""
+
+import json
+from importlib.resources import files
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from pydantic import Field
+
+from ...extensions import extensions
+from ...project import FEATURES, PROJECT_NAME
+from ...settings import CoreSettings
+
+log = structlog.get_logger(__name__)
+
+PATH = "/playground"
+# Everything the page needs is in it; the browser is told to load nothing from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+)
+
+
+# On the core's settings, since whether the page is served depends on their `environment`.
+class Settings(CoreSettings):
+    playground_enabled: bool = Field(
+        False,
+        description="Serve the playground page at `/playground` in production too. It is "
+        "always served with `ENVIRONMENT=development`.",
+    )
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    if settings.environment != "development" and not settings.playground_enabled:
+        return
+    page = render_page(
+        {
+            "title": PROJECT_NAME,
+            "streaming": "streaming" in FEATURES,
+            "sessions": "sessions" in FEATURES,
+            "asks_for_a_key": bool(getattr(settings, "api_keys", None)),
+        }
+    )
+
+    @app.get(PATH, include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+    # The page holds nothing private: the calls it makes carry the key typed into it.
+    extensions(app).public_paths.add(PATH)
+    log.info("playground served", path=PATH, environment=settings.environment)
+
+
+def render_page(config: dict[str, Any]) -> str:
+    """The page, told what this service offers (streaming, sessions, API keys)."""
+    template = files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    # In a <script> element, "</" could end it early; JSON may spell it "<\/".
+    data = json.dumps(config).replace("</", "<\\/")
+    return template.replace("/*PLAYGROUND_CONFIG*/{}", data)
