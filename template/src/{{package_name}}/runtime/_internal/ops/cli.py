@@ -1,4 +1,4 @@
-"""The service's command: `serve`, `doctor`, and the deterministic model server for tests."""
+"""The service's command: `serve`, `doctor`, `eval`, and the deterministic model server."""
 
 import argparse
 import importlib
@@ -11,7 +11,7 @@ import uvicorn
 from ..agent.fake_upstream import create_fake_upstream
 from ..project import PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError
-from . import doctor
+from . import doctor, evals
 
 # Of uvicorn's two HTTP parsers only h11 limits the size of a request's headers (httptools
 # takes megabytes of them); 16 KiB holds a bearer key and any gateway's forwarding headers.
@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         help="check this environment: settings, model server, Redis, token counter (one line "
         "each; exit 1 if any fails)",
     )
+    evals.add_arguments(
+        commands.add_parser(
+            "eval",
+            help="run evaluation cases (JSON Lines) against the service, its model calls "
+            "replayed from recordings (--record to make them)",
+        )
+    )
     fake = commands.add_parser(
         "fake-upstream", help="run the deterministic OpenAI-compatible stub server"
     )
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "doctor":
         return doctor.run()
+    if args.command == "eval":
+        return evals.run(args)
     if args.command == "fake-upstream":
         uvicorn.run(create_fake_upstream(faults=True), host=args.host, port=args.port)
         return 0
