@@ -207,7 +207,8 @@ def test_the_ci_workflow_passes_actionlint_and_runs_every_check(rendered: Render
     assert result.returncode == 0, result.stdout + result.stderr
 
     workflow = yaml.safe_load((rendered.path / ".github" / "workflows" / "ci.yml").read_text())
-    (job,) = workflow["jobs"].values()
+    assert list(workflow["jobs"]) == ["check", "evals"]
+    job = workflow["jobs"]["check"]
     runs = "\n".join(step.get("run", "") for step in job["steps"])
     for command in (
         "uv sync --frozen",
@@ -231,6 +232,16 @@ def test_the_ci_workflow_passes_actionlint_and_runs_every_check(rendered: Render
         if "setup-python" in step.get("uses", "")
     ]
     assert pythons == [rendered.answers["python_version"]]
+
+    # The evaluation replays its recordings in a job of its own, and keeps its report.
+    evals = workflow["jobs"]["evals"]["steps"]
+    slug = rendered.answers["project_slug"]
+    assert f"uv run --frozen {slug} eval evals/support.jsonl" in "\n".join(
+        step.get("run", "") for step in evals
+    )
+    assert [s["with"]["path"] for s in evals if "upload-artifact" in s.get("uses", "")] == [
+        "eval-report.json"
+    ]
 
 
 def test_the_pre_commit_config_is_valid_and_guards_against_update_leftovers(

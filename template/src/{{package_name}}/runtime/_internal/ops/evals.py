@@ -437,6 +437,12 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--api-key", help="the key to call --url with")
     parser.add_argument(
+        "--app",
+        default=f"{PACKAGE_NAME}.main:app",
+        metavar="MODULE:NAME",
+        help="the app to evaluate in this process, or a function making it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--cassettes", type=Path, help="default: cassettes/<dataset name>/ beside the dataset"
     )
     parser.add_argument(
@@ -477,7 +483,9 @@ def run(args: Any) -> int:
         print(error, file=sys.stderr)
         return 2
     report = Report(str(args.dataset), args.mode)
-    report.cases = asyncio.run(_evaluate(cases, cassettes, args.url, args.api_key, _print_row))
+    report.cases = asyncio.run(
+        _evaluate(cases, cassettes, args.url or args.app, args.api_key, _print_row)
+    )
     if args.mode == "record":
         _save_recording_settings(directory)
     print(_summary(report))
@@ -542,18 +550,24 @@ def _save_recording_settings(directory: Path) -> None:
 async def _evaluate(
     cases: Sequence[Case],
     cassettes: Cassettes | None,
-    url: str | None,
+    target: str,
     api_key: str | None,
     on_result: Callable[[CaseResult], None],
 ) -> list[CaseResult]:
+    """Evaluate the service at `target`: a URL, or the `MODULE:NAME` of an app to run here."""
     print(f"{'case':<32} {'result':<6} {'seconds':>8} {'tokens':>7}  what failed")
-    if url:
+    if target.startswith(("http://", "https://")):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
+        async with httpx.AsyncClient(base_url=target, headers=headers, timeout=300) as client:
             return await evaluate(cases, client, cassettes, on_result)
     from importlib import import_module
 
-    app = import_module(f"{PACKAGE_NAME}.main").app
+    from fastapi import FastAPI
+
+    module, _, name = target.partition(":")
+    app = getattr(import_module(module), name)
+    if not isinstance(app, FastAPI):
+        app = app()
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
