@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "default_model": "llama3.1:8b",
         "agent_team": "selector",
         "session_store": "redis",
+        "runs": "redis",
     },
     # A team that hands over, asks the user and waits for approvals, with its state in Redis,
     # tools from MCP servers, and an A2A server.
@@ -185,3 +186,11 @@ def render(
             **options,
         )
     return destination
+
+
+def text_of(path: Path) -> str:
+    """A rendered file's text; nothing for an image, which Copier copies as it is."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return ""

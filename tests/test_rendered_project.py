@@ -4,7 +4,7 @@ import re
 import tomllib
 
 import pytest
-from rendering import VARIANTS, Rendered
+from rendering import VARIANTS, Rendered, text_of
 
 # A Jinja expression or statement; plain `}}` closing nested dicts is fine.
 UNRENDERED = re.compile(r"{{-?\s*[A-Za-z_][\w.]*\s*(\||-?}})|{%-?\s*[a-z]+\b")
@@ -16,7 +16,7 @@ def test_no_template_syntax_is_left(rendered: Rendered) -> None:
         if ".git" in path.parts or ".venv" in path.parts or not path.is_file():
             continue
         in_name = path.suffix == ".jinja" or UNRENDERED.search(str(path.relative_to(rendered.path)))
-        in_text = path.name != "uv.lock" and UNRENDERED.search(path.read_text(encoding="utf-8"))
+        in_text = path.name != "uv.lock" and UNRENDERED.search(text_of(path))
         if in_name or in_text:
             leftovers.append(str(path))
     assert leftovers == []

@@ -51,7 +51,8 @@ def test_every_feature_module_plugs_in_the_same_way() -> None:
         source = module / "__init__.py" if module.is_dir() else module
         text = source.read_text()
         # On the core's settings when they depend on one (`environment`), else on the base.
-        assert re.search(r"^class Settings\((SettingsBase|CoreSettings)\):", text, re.M), module.name
+        settings_class = r"^class Settings\((SettingsBase|CoreSettings)\):"
+        assert re.search(settings_class, text, re.M), module.name
         assert re.search(r"^def install\(app: FastAPI, settings: Settings\) -> None:", text, re.M)
         assert re.match(r"{% if \w+ ", module.name), f"{module.name}: not switched by its name"
         feature = re.sub(r"{%.*?%}", "", module.name).removesuffix(".py")

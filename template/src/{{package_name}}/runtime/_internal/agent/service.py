@@ -99,7 +99,7 @@ class ChatService:
         """Give every agent `tools` as well, before the first turn: an MCP server's, say."""
         self._crew.add_tools(tools)
 
-    def _check_limits(self, request: ChatRequest) -> None:
+    def check_limits(self, request: ChatRequest) -> None:
         """Limits that depend on settings; the request model checks the rest."""
         limits = self.settings
         if len(request.messages) > limits.request_max_messages:
@@ -137,7 +137,7 @@ class ChatService:
         stream_text: bool,
     ) -> "ChatTurn":
         """Begin answering `request`: take hold of its conversation and start the run."""
-        self._check_limits(request)
+        self.check_limits(request)
         conversation = await conversations.begin(current_caller(), request)
         try:
             turn = self._turn_input(request, conversation)

@@ -1,4 +1,5 @@
-"""The service's command: `serve`, `doctor`, `eval`, and the deterministic model server."""
+"""The service's command: `serve`, `worker`, `doctor`, `eval`, and the deterministic model
+server."""
 
 import argparse
 import importlib
@@ -9,7 +10,7 @@ import sys
 import uvicorn
 
 from ..agent.fake_upstream import create_fake_upstream
-from ..project import PACKAGE_NAME, PROJECT_SLUG
+from ..project import FEATURES, PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError
 from . import doctor, evals
 
@@ -62,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         help="check this environment: settings, model server, Redis, token counter (one line "
         "each; exit 1 if any fails)",
     )
+    if "runs" in FEATURES:
+        worker = commands.add_parser("worker", help="execute queued runs (until SIGTERM)")
+        worker.add_argument(
+            "--app",
+            default=f"{PACKAGE_NAME}.main:app",
+            metavar="MODULE:NAME",
+            help="the app whose agents execute the runs, or a function making it "
+            "(default: %(default)s)",
+        )
     evals.add_arguments(
         commands.add_parser(
             "eval",
@@ -78,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "doctor":
         return doctor.run()
+    if args.command == "worker":
+        runs = importlib.import_module(f"{__package__.rpartition('.')[0]}.features.runs.worker")
+        return runs.run_worker(args.app)
     if args.command == "eval":
         return evals.run(args)
     if args.command == "fake-upstream":

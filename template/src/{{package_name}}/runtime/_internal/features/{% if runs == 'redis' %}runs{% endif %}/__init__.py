@@ -1,0 +1,285 @@
+"""Background runs: `POST /v1/runs` queues a turn that a worker process executes, and the
+client reads it back (`GET /v1/runs/{id}`), follows its events (`GET /v1/runs/{id}/events`,
+resumable with `Last-Event-ID` from any process), or is called back (a signed webhook).
+
+A run is the same turn as `/v1/chat`, with the same body, limits, sessions and errors, but
+it outlives the request, the client's connection and the process that took it. The queue is
+streaq's (`worker.py`); the runs and their events are in Redis (`store.py`). Runs are scoped
+by API key, like sessions, and a session has one unfinished run at a time.
+"""
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import redis.asyncio as redis
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from ...agent.service import ChatService
+from ...context import current_caller
+from ...dependencies import chat_service
+from ...errors import ApiError
+from ...extensions import extensions
+from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail
+from ...project import ENV_PREFIX
+from ...settings import ListSetting, SettingsBase
+from .store import RunStatus, RunStore, new_run_id, now
+from .webhooks import allowed
+from .worker import make_queue
+
+router = APIRouter()
+EVENT_ID = r"^\d+-\d+$"
+
+
+class Settings(SettingsBase):
+    runs_worker_concurrency: int = Field(
+        8, ge=1, le=256, description="Runs one worker process executes at once."
+    )
+    runs_lease_seconds: float = Field(
+        10,
+        ge=2,
+        le=300,
+        description="How long a run stays with a worker that stopped renewing its lease (one "
+        "that died): another worker takes it up within about twice this.",
+    )
+    runs_retry_lost: bool = Field(
+        True,
+        description="A run whose worker died is tried once more by another worker; off, it "
+        "fails with `worker_lost`. A turn is tried again from its start, so tools with "
+        "side effects may run twice.",
+    )
+    runs_ttl_seconds: int = Field(
+        604_800, ge=60, description="How long a run and its events are kept after it was made."
+    )
+    runs_webhook_allowed_urls: ListSetting[str] = Field(
+        [],
+        description="URL prefixes a run's `webhook_url` must start with (scheme, host and port "
+        "exact), separated by commas. Empty: runs take no webhook.",
+    )
+    runs_webhook_secret: SecretStr | None = Field(
+        None, description="The key webhook bodies are signed with (HMAC-SHA256). Never logged."
+    )
+    runs_webhook_attempts: int = Field(
+        5, ge=1, le=20, description="Calls of a webhook before it counts as failed."
+    )
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> "Settings":
+        if self.runs_webhook_allowed_urls and self.runs_webhook_secret is None:
+            raise ValueError(
+                f"{ENV_PREFIX}RUNS_WEBHOOK_ALLOWED_URLS is set but {ENV_PREFIX}RUNS_WEBHOOK_SECRET "
+                "is not: webhooks are signed with it"
+            )
+        return self
+
+
+class RunRequest(ChatRequest):
+    webhook_url: str | None = Field(
+        None,
+        max_length=2_000,
+        description="Called with the finished run, signed; must be under one of "
+        "`RUNS_WEBHOOK_ALLOWED_URLS`.",
+    )
+
+
+class Run(BaseModel):
+    run_id: str
+    status: RunStatus
+    attempt: int = Field(description="Executions so far: more than 1 after a worker was lost.")
+    session_id: str | None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: ChatResponse | None = Field(None, description="The `/v1/chat` response, once answered.")
+    error: ErrorDetail | None = None
+    webhook: str | None = Field(None, description="`delivered` or `failed`, once tried.")
+
+
+class Runs:
+    """What the routes and the worker share: the store, the queue, the webhook settings."""
+
+    def __init__(self, store: RunStore, settings: Settings) -> None:
+        self.store = store
+        self.queue, self._execute_run = make_queue(settings)
+        self.webhook_secret = (
+            settings.runs_webhook_secret.get_secret_value() if settings.runs_webhook_secret else ""
+        )
+        self.webhook_attempts = settings.runs_webhook_attempts
+        self.webhook_allowed = settings.runs_webhook_allowed_urls
+
+    async def enqueue(self, run_id: str) -> None:
+        task = self._execute_run.enqueue(run_id)
+        task.id = run_id
+        await task
+
+    async def abort(self, run_id: str) -> None:
+        await self.queue.abort_by_id(run_id, timeout=0)
+
+    async def view(self, run_id: str, caller: str | None = None) -> Run:
+        """The run as its caller sees it; 404 for a missing run or another caller's."""
+        record = await self.store.get(run_id)
+        if record is None or (caller is not None and record["caller"] != caller):
+            raise ApiError(404, "not_found", f"No run {run_id!r}.")
+        return Run(
+            run_id=run_id,
+            status=record["status"],  # type: ignore[arg-type]
+            attempt=int(record["attempt"]),
+            session_id=record["session_id"] or None,
+            created_at=float(record["created_at"]),
+            started_at=float(record["started_at"]) if record.get("started_at") else None,
+            finished_at=float(record["finished_at"]) if record.get("finished_at") else None,
+            result=ChatResponse.model_validate_json(record["result"])
+            if record.get("result")
+            else None,
+            error=ErrorDetail.model_validate_json(record["error"]) if record.get("error") else None,
+            webhook=record.get("webhook"),
+        )
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.include_router(router)
+
+    @asynccontextmanager
+    async def runs_running(app: FastAPI) -> AsyncIterator[None]:
+        # The sessions feature's Redis: runs need sessions. Hundreds of clients may follow
+        # runs at once: their commands wait for one of a bounded set of connections.
+        url = str(settings.redis_url)  # type: ignore[attr-defined]
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        client = redis.Redis(connection_pool=pool)
+        runs = Runs(RunStore(client, ttl_seconds=settings.runs_ttl_seconds), settings)
+        async with runs.queue:
+            app.state.runs = runs
+            try:
+                yield
+            finally:
+                del app.state.runs
+                await client.aclose()
+
+    extensions(app).lifespans.append(runs_running)
+
+
+async def the_runs(request: Request) -> Runs:
+    return request.app.state.runs
+
+
+async def owned_run(run_id: str, runs: Annotated[Runs, Depends(the_runs)]) -> Run:
+    """The caller's run; 404 (before any stream starts) for another's or none."""
+    return await runs.view(run_id, current_caller())
+
+
+RUN_ERRORS = ERROR_RESPONSES | {404: {"description": "No such run (of this caller)."}}
+
+
+@router.post(
+    "/v1/runs",
+    status_code=202,
+    response_model=Run,
+    summary="Queue a turn for a worker; answered at once with the run to follow",
+    responses=RUN_ERRORS | {409: {"description": "The session has an unfinished run."}},
+)
+async def create_run(
+    body: RunRequest,
+    service: Annotated[ChatService, Depends(chat_service)],
+    runs: Annotated[Runs, Depends(the_runs)],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    caller = current_caller()
+    service.check_limits(body)
+    if body.webhook_url is not None and not allowed(body.webhook_url, runs.webhook_allowed):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"webhook_url: not under any of {ENV_PREFIX}RUNS_WEBHOOK_ALLOWED_URLS"
+            if runs.webhook_allowed
+            else f"webhook_url: this service calls no webhooks ({ENV_PREFIX}RUNS_WEBHOOK_"
+            "ALLOWED_URLS is empty)",
+        )
+    if idempotency_key is not None:
+        earlier = await runs.store.earlier(caller, idempotency_key)
+        if earlier is not None:
+            return _answer(await runs.view(earlier), replayed=True)
+    run_id = new_run_id()
+    if body.session_id is not None:
+        holder = await runs.store.claim_session(caller, body.session_id, run_id)
+        if holder is not None:
+            raise ApiError(
+                409,
+                "run_in_progress",
+                f"Session {body.session_id!r} has an unfinished run, {holder}: wait for it "
+                "or cancel it.",
+            )
+    request = body.model_dump(mode="json", exclude={"webhook_url"}, exclude_none=True)
+    earlier = await runs.store.create(run_id, caller, request, body.webhook_url, idempotency_key)
+    if earlier is not None:  # the same key, sent twice at once
+        if body.session_id is not None:
+            await runs.store.release_session(caller, body.session_id, run_id)
+        return _answer(await runs.view(earlier), replayed=True)
+    await runs.enqueue(run_id)
+    return _answer(await runs.view(run_id), replayed=False)
+
+
+def _answer(run: Run, *, replayed: bool) -> JSONResponse:
+    headers = {"Location": f"/v1/runs/{run.run_id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(run.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get(
+    "/v1/runs/{run_id}",
+    summary="A run: its status and, once answered, its result",
+    responses={404: {"description": "No such run (of this caller)."}},
+)
+async def get_run(run: Annotated[Run, Depends(owned_run)]) -> Run:
+    return run
+
+
+@router.post(
+    "/v1/runs/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a run: a queued one never starts, a running one stops",
+    responses={409: {"description": "The run has finished."}},
+)
+async def cancel_run(
+    run: Annotated[Run, Depends(owned_run)], runs: Annotated[Runs, Depends(the_runs)]
+) -> Run:
+    run_id = run.run_id
+    requested = await runs.store.transition(
+        run_id, from_statuses=["queued", "running"], cancel_requested="1"
+    )
+    if not requested:
+        raise ApiError(409, "run_finished", f"Run {run_id} has finished: {run.status}.")
+    cancelled_in_queue = await runs.store.transition(
+        run_id,
+        from_statuses=["queued"],
+        event=("cancelled", {}),
+        status="cancelled",
+        finished_at=now(),
+    )
+    if cancelled_in_queue and run.session_id:
+        await runs.store.release_session(current_caller(), run.session_id, run_id)
+    await runs.abort(run_id)
+    return await runs.view(run_id)
+
+
+@router.get(
+    "/v1/runs/{run_id}/events",
+    response_class=EventSourceResponse,
+    summary="A run's events as Server-Sent Events, each with an id; resumable",
+    responses={404: {"description": "No such run (of this caller)."}},
+)
+async def run_events(
+    run: Annotated[Run, Depends(owned_run)],
+    runs: Annotated[Runs, Depends(the_runs)],
+    last_event_id: Annotated[str | None, Header(pattern=EVENT_ID)] = None,
+    after: Annotated[str | None, Query(pattern=EVENT_ID)] = None,
+) -> AsyncIterable[ServerSentEvent]:
+    """Every event after `Last-Event-ID` (or `after`), in order, then the new ones as they
+    come, ending with the run's last: `done` (the `/v1/chat` response), `error` or
+    `cancelled`."""
+    events = runs.store.events(run.run_id, last_event_id or after or "0")
+    async for event_id, event_type, data in events:
+        yield ServerSentEvent(raw_data=data, event=event_type, id=event_id)
