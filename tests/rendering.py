@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "agent_team": "selector",
         "session_store": "redis",
         "runs": "redis",
+        "kubernetes": True,
     },
     # A team that hands over, asks the user and waits for approvals, with its state in Redis,
     # tools from MCP servers, and an A2A server.

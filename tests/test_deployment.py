@@ -193,6 +193,46 @@ def test_the_image_holds_the_tiktoken_encoding_the_default_model_needs(
     assert needed and set(needed) <= set(re.findall(r"'([a-z0-9_]+)'", baked[1]))
 
 
+# The oldest Kubernetes release still patched when the manifests were last checked.
+KUBERNETES_VERSION = "1.33.0"
+
+
+def test_the_kubernetes_manifests_and_compose_file_validate(rendered: Rendered) -> None:
+    manifests = rendered.path / "deploy" / "kubernetes"
+    if not rendered.answers["kubernetes"]:
+        assert not manifests.exists() and not (rendered.path / "compose.yaml").exists()
+        pytest.skip("this answer set has no Kubernetes manifests")
+    files = sorted(str(path) for path in manifests.glob("*.yaml"))
+    expected = {"api.yaml", "config.yaml"} | {"worker.yaml"} * (rendered.answers["runs"] == "redis")
+    assert {Path(path).name for path in files} == expected
+    checked = tool(
+        "kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, *files, cwd=rendered.path
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    compose = tool(
+        "check-jsonschema",
+        "--builtin-schema",
+        "vendor.compose-spec",
+        "compose.yaml",
+        cwd=rendered.path,
+    )
+    assert compose.returncode == 0, compose.stdout + compose.stderr
+    services = yaml.safe_load((rendered.path / "compose.yaml").read_text())["services"]
+    assert ("worker" in services) == (rendered.answers["runs"] == "redis")
+    assert ("redis" in services) == (rendered.answers["session_store"] == "redis")
+    documents = [
+        document for path in files for document in yaml.safe_load_all(Path(path).read_text())
+    ]
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"][0] == rendered.answers["project_slug"]
+        assert {key for ref in container["envFrom"] for key in ref} == {"secretRef", "configMapRef"}
+    api = next(d for d in documents if d["kind"] == "Deployment" and "api" in d["metadata"]["name"])
+    [container] = api["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
 def test_the_ci_workflow_is_rendered_only_when_asked_for(rendered: Rendered) -> None:
     workflow = rendered.path / ".github" / "workflows" / "ci.yml"
     assert workflow.is_file() == (rendered.answers["ci"] == "github")

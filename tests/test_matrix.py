@@ -224,7 +224,7 @@ def source_digest(render_path: Path) -> str:
 
 
 # An answer that needs another one: Copier refuses a set that has the first without it.
-NEEDS = {("runs", "redis"): ("session_store", "redis")}
+NEEDS = {("runs", "redis"): ("session_store", "redis"), ("kubernetes", True): ("docker", True)}
 
 
 def with_what_they_need(answers: Answers) -> Answers:

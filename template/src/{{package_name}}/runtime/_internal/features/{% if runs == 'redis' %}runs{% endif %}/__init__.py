@@ -8,15 +8,19 @@ streaq's (`worker.py`); the runs and their events are in Redis (`store.py`). Run
 by API key, like sessions, and a session has one unfinished run at a time.
 """
 
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Annotated
 
 import redis.asyncio as redis
+import structlog
+from coredis.exceptions import RedisError as CoredisError
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field, SecretStr, model_validator
+from redis.exceptions import RedisError
 
 from ...agent.service import ChatService
 from ...context import current_caller
@@ -30,6 +34,7 @@ from .store import RunStatus, RunStore, new_run_id, now
 from .webhooks import allowed
 from .worker import make_queue
 
+log = structlog.get_logger(__name__)
 router = APIRouter()
 EVENT_ID = r"^\d+-\d+$"
 
@@ -104,18 +109,34 @@ class Runs:
     def __init__(self, store: RunStore, settings: Settings) -> None:
         self.store = store
         self.queue, self._execute_run = make_queue(settings)
+        self._connection = AsyncExitStack()
+        self._connecting = asyncio.Lock()
+        self._connected = False
         self.webhook_secret = (
             settings.runs_webhook_secret.get_secret_value() if settings.runs_webhook_secret else ""
         )
         self.webhook_attempts = settings.runs_webhook_attempts
         self.webhook_allowed = settings.runs_webhook_allowed_urls
 
+    async def _connect(self) -> None:
+        """Connect the queue at its first use: the service starts while Redis is down, as
+        sessions let it."""
+        async with self._connecting:
+            if not self._connected:
+                await self._connection.enter_async_context(self.queue)
+                self._connected = True
+
+    async def close(self) -> None:
+        await self._connection.aclose()
+
     async def enqueue(self, run_id: str) -> None:
+        await self._connect()
         task = self._execute_run.enqueue(run_id)
         task.id = run_id
         await task
 
     async def abort(self, run_id: str) -> None:
+        await self._connect()
         await self.queue.abort_by_id(run_id, timeout=0)
 
     async def view(self, run_id: str, caller: str | None = None) -> Run:
@@ -149,14 +170,13 @@ def install(app: FastAPI, settings: Settings) -> None:
         url = str(settings.redis_url)  # type: ignore[attr-defined]
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         client = redis.Redis(connection_pool=pool)
-        runs = Runs(RunStore(client, ttl_seconds=settings.runs_ttl_seconds), settings)
-        async with runs.queue:
-            app.state.runs = runs
-            try:
-                yield
-            finally:
-                del app.state.runs
-                await client.aclose()
+        app.state.runs = Runs(RunStore(client, ttl_seconds=settings.runs_ttl_seconds), settings)
+        try:
+            yield
+        finally:
+            await app.state.runs.close()
+            del app.state.runs
+            await client.aclose()
 
     extensions(app).lifespans.append(runs_running)
 
@@ -167,7 +187,23 @@ async def the_runs(request: Request) -> Runs:
 
 async def owned_run(run_id: str, runs: Annotated[Runs, Depends(the_runs)]) -> Run:
     """The caller's run; 404 (before any stream starts) for another's or none."""
-    return await runs.view(run_id, current_caller())
+    with reachable():
+        return await runs.view(run_id, current_caller())
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """Redis failing under a request: a 503 to retry, as for sessions."""
+    try:
+        yield
+    except (RedisError, CoredisError, OSError) as error:
+        log.error("run store unavailable", error=f"{type(error).__name__}: {error}")
+        raise ApiError(
+            503,
+            "run_store_unavailable",
+            "The run store cannot be reached; retry shortly.",
+            {"Retry-After": "1"},
+        ) from error
 
 
 RUN_ERRORS = ERROR_RESPONSES | {404: {"description": "No such run (of this caller)."}}
@@ -186,8 +222,13 @@ async def create_run(
     runs: Annotated[Runs, Depends(the_runs)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    caller = current_caller()
     service.check_limits(body)
+    with reachable():
+        return await _create(body, runs, idempotency_key)
+
+
+async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> JSONResponse:
+    caller = current_caller()
     if body.webhook_url is not None and not allowed(body.webhook_url, runs.webhook_allowed):
         raise ApiError(
             422,
@@ -246,6 +287,11 @@ async def get_run(run: Annotated[Run, Depends(owned_run)]) -> Run:
 async def cancel_run(
     run: Annotated[Run, Depends(owned_run)], runs: Annotated[Runs, Depends(the_runs)]
 ) -> Run:
+    with reachable():
+        return await _cancel(run, runs)
+
+
+async def _cancel(run: Run, runs: Runs) -> Run:
     run_id = run.run_id
     requested = await runs.store.transition(
         run_id, from_statuses=["queued", "running"], cancel_requested="1"
