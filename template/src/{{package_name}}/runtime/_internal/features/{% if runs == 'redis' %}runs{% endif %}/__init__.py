@@ -28,7 +28,7 @@ from ...dependencies import chat_service
 from ...errors import ApiError
 from ...extensions import extensions
 from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail
-from ...project import ENV_PREFIX
+from ...project import ENV_PREFIX, FEATURES
 from ...settings import ListSetting, SettingsBase
 from .store import RunStatus, RunStore, new_run_id, now
 from .webhooks import allowed
@@ -171,9 +171,16 @@ def install(app: FastAPI, settings: Settings) -> None:
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         client = redis.Redis(connection_pool=pool)
         app.state.runs = Runs(RunStore(client, ttl_seconds=settings.runs_ttl_seconds), settings)
+        metrics = None
+        if "observability" in FEATURES:
+            from .metrics import register
+
+            metrics = register(url)
         try:
             yield
         finally:
+            if metrics is not None:
+                metrics.close()
             await app.state.runs.close()
             del app.state.runs
             await client.aclose()

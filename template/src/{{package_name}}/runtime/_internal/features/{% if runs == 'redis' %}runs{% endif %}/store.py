@@ -34,11 +34,12 @@ FINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 EVENTS_MAX = 10_000  # per run: a runaway stream of deltas cannot fill Redis
 POLL_SECONDS = 0.2  # how soon a follower sees a new event
 
-# KEYS: run, events. ARGV: statuses it may be in (comma-separated), the attempt it must be
-# at ('' for any), the event's type and data ('' for none), the events' time to live, then
-# the fields to set, as name, value pairs.
-_TRANSITION = (
-    """
+STATS_KEY = "run-stats"  # runs queued and running now, and finished ones by status, ever
+
+# KEYS: run, events, stats. ARGV: statuses it may be in (comma-separated), the attempt it
+# must be at ('' for any), the event's type and data ('' for none), the events' time to
+# live, then the fields to set, as name, value pairs. A change of status is counted too.
+_TRANSITION = f"""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 local allowed = false
@@ -47,17 +48,28 @@ for expected in string.gmatch(ARGV[1], '[^,]+') do
 end
 if not allowed then return 0 end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
+local new, finished
+for i = 6, #ARGV, 2 do
+  if ARGV[i] == 'status' then new = ARGV[i + 1] end
+  if ARGV[i] == 'finished_at' then finished = tonumber(ARGV[i + 1]) end
+end
+if new and new ~= status then
+  redis.call('HINCRBY', KEYS[3], 'in_' .. status, -1)
+  if new == 'running' then redis.call('HINCRBY', KEYS[3], 'in_running', 1) end
+  if finished then
+    local began = redis.call('HGET', KEYS[1], 'started_at')
+      or redis.call('HGET', KEYS[1], 'created_at')
+    redis.call('HINCRBY', KEYS[3], 'finished_' .. new, 1)
+    redis.call('HINCRBYFLOAT', KEYS[3], 'seconds_' .. new, finished - tonumber(began))
+  end
+end
 if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 if ARGV[3] ~= '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '"""
-    + str(EVENTS_MAX)
-    + """', '*',
-             'type', ARGV[3], 'data', ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', {EVENTS_MAX}, '*', 'type', ARGV[3], 'data', ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 return 1
 """
-)
 
 
 def new_run_id() -> str:
@@ -106,6 +118,7 @@ class RunStore:
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(_run_key(run_id), mapping=fields)
             pipe.expire(_run_key(run_id), self._ttl)
+            pipe.hincrby(STATS_KEY, "in_queued", 1)
             await pipe.execute()
         return None
 
@@ -138,7 +151,8 @@ class RunStore:
             self._ttl,
             *[item for pair in fields.items() for item in pair],
         ]
-        done = await self._transition(keys=[_run_key(run_id), _events_key(run_id)], args=arguments)
+        keys = [_run_key(run_id), _events_key(run_id), STATS_KEY]
+        done = await self._transition(keys=keys, args=arguments)
         return bool(done)
 
     async def append(
