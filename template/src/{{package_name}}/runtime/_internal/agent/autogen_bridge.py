@@ -44,6 +44,7 @@ from autogen_core.models import (
     LLMMessage,
     ModelFamily,
     ModelInfo,
+    SystemMessage,
     UserMessage,
 )
 from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
@@ -204,6 +205,14 @@ def _record_answer(call: ModelCallRecord, result: CreateResult) -> None:
         finish_reason=result.finish_reason,
         tool_names=[c.name for c in result.content] if isinstance(result.content, list) else [],
     )
+
+
+async def complete(model_client: ModelClient, instructions: str, text: str) -> str:
+    """One model call outside any agent (an evaluation's judge, say): its text answer."""
+    result = await model_client.create(
+        [SystemMessage(content=instructions), UserMessage(content=text, source=USER)]
+    )
+    return result.content if isinstance(result.content, str) else ""
 
 
 def build_model_client(

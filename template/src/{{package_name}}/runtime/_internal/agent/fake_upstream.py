@@ -10,6 +10,7 @@ anyone. Directives:
   verbatim, so malformed JSON can be tried too);
 - `/handoff AGENT` calls the handoff tool `transfer_to_AGENT`; `/ask QUESTION` calls
   `ask_user`, the handoff to the user;
+- `/say TEXT` answers with TEXT (the rest of its line);
 - `/roles` answers with the roles of all messages received, in order;
 - `/transcript` answers with every message received, in order, as `role: text`, so a
   test sees any history that was not the request's own;
@@ -265,6 +266,8 @@ def _answer(messages: list[dict[str, Any]], offered_tools: set[str]) -> dict[str
     if text is None:
         human = _newest_from_user(messages)
         return _say(f"You said: {_text(human).strip() if human else ''}")
+    if text.startswith("/say "):
+        return _say(text.removeprefix("/say ").partition("\n")[0])
     if text == "/roles":
         return _say("roles: " + ",".join(m["role"] for m in messages))
     if text == "/transcript":

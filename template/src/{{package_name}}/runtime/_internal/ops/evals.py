@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,12 @@ class Expect(BaseModel):
     stop_reason: str | None = None
     max_seconds: float | None = Field(None, gt=0, description="Longest the turn may take.")
     max_tokens: int | None = Field(None, gt=0, description="Most tokens the turn may use.")
+    judge: str | None = Field(
+        None,
+        min_length=1,
+        description="A rubric the configured model grades the reply against (pass or fail, "
+        "with its reason); its call is recorded and replayed like the agents'.",
+    )
 
 
 class Case(BaseModel):
@@ -368,11 +374,35 @@ async def run_case(client: httpx.AsyncClient, case: Case) -> Outcome:
     return Outcome(response.status_code, body, seconds)
 
 
+JUDGE_INSTRUCTIONS = """\
+You grade an assistant's reply against a rubric. Read the rubric, the conversation and the
+reply, then answer with one JSON object and nothing else:
+{"pass": true or false, "reason": "one sentence saying why"}"""
+
+Judge = Callable[[str, Sequence[dict[str, Any]], str], Awaitable[str]]
+
+
+async def judged(judge: Judge, rubric: str, case: Case, outcome: Outcome) -> Check:
+    """The judge's verdict on the reply, as a check."""
+    name = f"judged: {_excerpt(rubric, 60)}"
+    answer = await judge(rubric, case.messages, outcome.reply)
+    verdict = _json_in(answer)
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("pass"), bool):
+        return Check(name, False, f"the judge gave no verdict: {_excerpt(answer)}")
+    return Check(name, verdict["pass"], str(verdict.get("reason", "")))
+
+
+def judge_prompt(rubric: str, messages: Sequence[dict[str, Any]], reply: str) -> str:
+    conversation = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
+    return f"{rubric}\n\nThe conversation:\n{conversation}\n\nThe reply to grade:\n{reply}"
+
+
 async def evaluate(
     cases: Sequence[Case],
     client: httpx.AsyncClient,
     cassettes: Cassettes | None,
     on_result: Callable[[CaseResult], None] = lambda result: None,
+    judge: Judge | None = None,
 ) -> list[CaseResult]:
     """Run `cases` one at a time (a cassette's recording is process-wide) and check them."""
     results = []
@@ -380,7 +410,9 @@ async def evaluate(
         around = cassettes.around(case) if cassettes else nullcontext()
         with around:
             outcome = await run_case(client, case)
-        checks = check(case.expect, outcome)
+            checks = check(case.expect, outcome)
+            if case.expect.judge and judge is not None and outcome.status_code == 200:
+                checks.append(await judged(judge, case.expect.judge, case, outcome))
         unrecorded = getattr(around, "unrecorded", 0)
         if cassettes and unrecorded:
             checks.insert(
@@ -555,11 +587,36 @@ async def _evaluate(
     on_result: Callable[[CaseResult], None],
 ) -> list[CaseResult]:
     """Evaluate the service at `target`: a URL, or the `MODULE:NAME` of an app to run here."""
+    from importlib import import_module
+
+    from ..agent.autogen_bridge import build_model_client, complete
+    from ..agent.instrumentation import Instrumentation
+
     print(f"{'case':<32} {'result':<6} {'seconds':>8} {'tokens':>7}  what failed")
-    if target.startswith(("http://", "https://")):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        async with httpx.AsyncClient(base_url=target, headers=headers, timeout=300) as client:
-            return await evaluate(cases, client, cassettes, on_result)
+    settings = import_module(f"{PACKAGE_NAME}.settings").Settings.load()
+    judge_client = build_model_client(settings, Instrumentation())
+
+    async def judge(rubric: str, messages: Sequence[dict[str, Any]], reply: str) -> str:
+        prompt = judge_prompt(rubric, messages, reply)
+        return await complete(judge_client, JUDGE_INSTRUCTIONS, prompt)
+
+    try:
+        if target.startswith(("http://", "https://")):
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            async with httpx.AsyncClient(base_url=target, headers=headers, timeout=300) as client:
+                return await evaluate(cases, client, cassettes, on_result, judge)
+        return await _evaluate_here(cases, cassettes, target, on_result, judge)
+    finally:
+        await judge_client.close()
+
+
+async def _evaluate_here(
+    cases: Sequence[Case],
+    cassettes: Cassettes | None,
+    target: str,
+    on_result: Callable[[CaseResult], None],
+    judge: Judge,
+) -> list[CaseResult]:
     from importlib import import_module
 
     from fastapi import FastAPI
@@ -573,7 +630,7 @@ async def _evaluate(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://service", timeout=300
         ) as client:
-            return await evaluate(cases, client, cassettes, on_result)
+            return await evaluate(cases, client, cassettes, on_result, judge)
 
 
 def _print_row(result: CaseResult) -> None:
