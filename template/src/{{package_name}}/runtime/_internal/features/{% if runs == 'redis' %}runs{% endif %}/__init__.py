@@ -9,8 +9,9 @@ by API key, like sessions, and a session has one unfinished run at a time.
 """
 
 import asyncio
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from typing import Annotated
 
 import redis.asyncio as redis
@@ -94,6 +95,7 @@ class Run(BaseModel):
     run_id: str
     status: RunStatus
     attempt: int = Field(description="Executions so far: more than 1 after a worker was lost.")
+    worker: str | None = Field(None, description="The worker executing it last: host-pid.")
     session_id: str | None
     created_at: float
     started_at: float | None = None
@@ -148,6 +150,7 @@ class Runs:
             run_id=run_id,
             status=record["status"],  # type: ignore[arg-type]
             attempt=int(record["attempt"]),
+            worker=record.get("worker"),
             session_id=record["session_id"] or None,
             created_at=float(record["created_at"]),
             started_at=float(record["started_at"]) if record.get("started_at") else None,
@@ -260,13 +263,37 @@ async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> 
                 "or cancel it.",
             )
     request = body.model_dump(mode="json", exclude={"webhook_url"}, exclude_none=True)
-    earlier = await runs.store.create(run_id, caller, request, body.webhook_url, idempotency_key)
+    try:
+        earlier = await runs.store.create(
+            run_id, caller, request, body.webhook_url, idempotency_key
+        )
+        if earlier is None:
+            await runs.enqueue(run_id)
+    except BaseException:
+        await _abandon(runs, caller, body.session_id, run_id)
+        raise
     if earlier is not None:  # the same key, sent twice at once
         if body.session_id is not None:
             await runs.store.release_session(caller, body.session_id, run_id)
         return _answer(await runs.view(earlier), replayed=True)
-    await runs.enqueue(run_id)
     return _answer(await runs.view(run_id), replayed=False)
+
+
+async def _abandon(runs: Runs, caller: str, session_id: str | None, run_id: str) -> None:
+    """Undo what a POST that failed half-way left: a run stored but never queued would
+    wait forever, holding its session."""
+    error = ApiError(503, "run_not_queued", "The run could not be queued; send it again.")
+    with suppress(RedisError, CoredisError, OSError):  # Redis may be why the POST failed
+        await runs.store.transition(
+            run_id,
+            from_statuses=["queued"],
+            event=("error", error.body()),
+            status="failed",
+            error=json.dumps(error.body()["error"]),
+            finished_at=now(),
+        )
+        if session_id is not None:
+            await runs.store.release_session(caller, session_id, run_id)
 
 
 def _answer(run: Run, *, replayed: bool) -> JSONResponse:

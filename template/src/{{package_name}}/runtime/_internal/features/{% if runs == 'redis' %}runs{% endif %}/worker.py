@@ -52,7 +52,7 @@ def make_queue(settings: Any, service: Any = None) -> tuple[Worker[Any], Any]:
     @queue.task(name="execute_run", max_tries=executions + 1, ttl=3600)
     async def execute_run(run_id: str) -> None:
         app: FastAPI = queue.context
-        await execute(app, run_id, execute_run.context.tries, executions)
+        await execute(app, run_id, execute_run.context.tries, executions, queue.id)
 
     return queue, execute_run
 
@@ -76,7 +76,7 @@ def run_worker(app_path: str) -> int:
     return 0
 
 
-async def execute(app: FastAPI, run_id: str, attempt: int, executions: int) -> None:
+async def execute(app: FastAPI, run_id: str, attempt: int, executions: int, worker_id: str) -> None:
     """Execute a run, or record why it cannot be: every way out leaves it finished, but a
     cancellation by the worker's own shutdown, after which it is tried again."""
     store: RunStore = app.state.runs.store
@@ -102,6 +102,7 @@ async def execute(app: FastAPI, run_id: str, attempt: int, executions: int) -> N
         event=("started", {"attempt": attempt}),
         status="running",
         attempt=str(attempt),
+        worker=worker_id,
         started_at=now(),
     )
     if not started:  # cancelled while queued
