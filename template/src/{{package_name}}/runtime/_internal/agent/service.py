@@ -43,6 +43,13 @@ from .tokens import TokenCounter, message_tokens
 log = structlog.get_logger(__name__)
 
 DisconnectCheck = Callable[[], Awaitable[bool]]
+
+
+async def never_disconnected() -> bool:
+    """The disconnect check of a turn that outlives any connection (an A2A task, a run)."""
+    return False
+
+
 DISCONNECT_POLL_SECONDS = 0.25
 
 

@@ -3,6 +3,7 @@
 import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from importlib import import_module
 
 import structlog
 from fastapi import FastAPI
@@ -23,6 +24,13 @@ from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from .routes import router
 
 log = structlog.get_logger(__name__)
+
+
+def load_app(path: str) -> FastAPI:
+    """The app at `path`, `MODULE:NAME`: an app, or a function making one."""
+    module, _, name = path.partition(":")
+    found = getattr(import_module(module), name)
+    return found if isinstance(found, FastAPI) else found()
 
 
 def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:

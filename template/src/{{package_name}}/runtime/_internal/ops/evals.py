@@ -617,14 +617,9 @@ async def _evaluate_here(
     on_result: Callable[[CaseResult], None],
     judge: Judge,
 ) -> list[CaseResult]:
-    from importlib import import_module
+    from ..http.app import load_app
 
-    from fastapi import FastAPI
-
-    module, _, name = target.partition(":")
-    app = getattr(import_module(module), name)
-    if not isinstance(app, FastAPI):
-        app = app()
+    app = load_app(target)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

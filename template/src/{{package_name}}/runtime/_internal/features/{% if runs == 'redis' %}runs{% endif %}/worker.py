@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from streaq import Worker
 
 from ...agent.autogen_bridge import TextDelta, ToolCallStarted
+from ...agent.service import never_disconnected
 from ...errors import ApiError, internal_error
 from ...http.schemas import ChatRequest, ChatResponse
 from ...project import PACKAGE_NAME
@@ -60,14 +61,13 @@ def make_queue(settings: Any, service: Any = None) -> tuple[Worker[Any], Any]:
 def run_worker(app_path: str) -> int:
     """Execute runs until SIGTERM, with the app at `app_path` (`MODULE:NAME`, an app or a
     function making one)."""
+    from ...http.app import load_app  # here: the app factory imports every feature, this one too
+
     settings = import_module(f"{PACKAGE_NAME}.settings").Settings.load()
 
     @asynccontextmanager
     async def service_running() -> AsyncIterator[FastAPI]:
-        module, _, name = app_path.partition(":")
-        app = getattr(import_module(module), name)
-        if not isinstance(app, FastAPI):
-            app = app()
+        app = load_app(app_path)
         async with app.router.lifespan_context(app):
             yield app
 
@@ -118,17 +118,13 @@ async def execute(app: FastAPI, run_id: str, attempt: int, executions: int, work
     await _finish(app, record, attempt, status, final)
 
 
-async def _never_disconnected() -> bool:
-    return False
-
-
 async def _answer(
     app: FastAPI, store: RunStore, run_id: str, attempt: int, record: Mapping[str, str]
 ) -> tuple[str, tuple[str, Mapping[str, Any]]]:
     """Run the turn, its events appended as they come; the status and final event."""
     request = ChatRequest.model_validate_json(record["request"])
     try:
-        events = await app.state.chat.stream(request, app.state.conversations, _never_disconnected)
+        events = await app.state.chat.stream(request, app.state.conversations, never_disconnected)
     except ApiError as error:
         return "failed", ("error", error.body())
     except Exception:
