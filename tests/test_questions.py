@@ -48,3 +48,22 @@ def test_defaults_are_derived_from_the_project_name(tmp_path: Path) -> None:
     assert answers["project_slug"] == "billing-help-desk"
     assert answers["package_name"] == "billing_help_desk"
     assert answers["env_prefix"] == "BILLING_HELP_DESK_"
+
+
+def recorded_answers(tmp_path: Path, answers: dict[str, str]) -> dict[str, object]:
+    destination = render(tmp_path / "out", answers, skip_tasks=True)
+    return yaml.safe_load((destination / ".copier-answers.yml").read_text())
+
+
+def test_runs_is_asked_only_when_sessions_are_in_redis(tmp_path: Path) -> None:
+    # Unasked, `runs` takes its default (none), which validates, and is not recorded, so that
+    # an update that turns sessions on asks it.
+    assert "runs" not in recorded_answers(tmp_path / "stateless", {"session_store": "none"})
+    with_sessions = recorded_answers(tmp_path / "sessions", {"session_store": "redis"})
+    assert with_sessions["runs"] == "none"
+
+
+def test_runs_given_without_redis_sessions_is_refused(tmp_path: Path) -> None:
+    expected = "Validation error for question 'runs': .*answer session_store=redis too"
+    with pytest.raises(ValueError, match=expected):
+        render(tmp_path / "out", {"runs": "redis"}, pretend=True, skip_tasks=True)

@@ -1,10 +1,12 @@
 """Every answer set renders a project whose own lint and test commands pass."""
 
+import json
 import re
 import tomllib
+from typing import Any
 
 import pytest
-from rendering import VARIANTS, Rendered, text_of
+from rendering import TEMPLATE, VARIANTS, Rendered, text_of
 
 # A Jinja expression or statement; plain `}}` closing nested dicts is fine.
 UNRENDERED = re.compile(r"{{-?\s*[A-Za-z_][\w.]*\s*(\||-?}})|{%-?\s*[a-z]+\b")
@@ -104,3 +106,83 @@ def test_the_docs_site_builds_strictly_with_every_setting(rendered: Rendered, tm
     assert re.findall(r'<(?:script|link)[^>]*(?:src|href)="(?:https?:)?//[^"]*"', pages) == []
     assert 'class="mermaid"' not in pages
     assert not (site / "hooks").exists()  # the build's own hook is not published
+
+
+# The template's README shows a reply of the service rendered with the default answers.
+HELLO = """  -d '{"messages": [{"role": "user", "content": "Hello"}]}'"""
+ANY_VALUE = "…"
+ASK_THE_APP = """
+import json
+from fastapi.testclient import TestClient
+from {package}.main import app
+
+with TestClient(app) as client:
+    answer = client.post(
+        "/v1/chat",
+        headers={{"authorization": "Bearer dev-key"}},
+        json={{"messages": [{{"role": "user", "content": "Hello"}}]}},
+    )
+print(json.dumps(answer.json()))
+"""
+
+
+def readme_sample_reply() -> Any:
+    """The reply printed as comments under the README's "Hello" request; `…` is any value."""
+    lines = (TEMPLATE / "README.md").read_text().splitlines()
+    after_request = lines[lines.index(HELLO) + 1 :]
+    comments = []
+    for line in after_request:
+        if not line.startswith("#"):
+            break
+        comments.append(line.removeprefix("#"))
+    unquoted_any = re.compile(f'(?<!"){ANY_VALUE}(?!")')
+    return json.loads(unquoted_any.sub(f'"{ANY_VALUE}"', "".join(comments)))
+
+
+def masked_like(real: Any, sample: Any) -> Any:
+    """`real` with `…` wherever the sample shows any value."""
+    if sample == ANY_VALUE:
+        return ANY_VALUE
+    if isinstance(real, dict) and isinstance(sample, dict):
+        return {key: masked_like(value, sample.get(key)) for key, value in real.items()}
+    if isinstance(real, list) and isinstance(sample, list) and len(real) == len(sample):
+        return [masked_like(item, shown) for item, shown in zip(real, sample, strict=True)]
+    return real
+
+
+def test_the_template_readmes_sample_reply_is_what_the_service_answers(
+    rendered: Rendered,
+) -> None:
+    if rendered.name != "defaults":
+        pytest.skip("the template's README shows the service rendered with the defaults")
+    prefix, package = rendered.answers["env_prefix"], rendered.answers["package_name"]
+    asked = rendered.run(
+        "python",
+        "-c",
+        ASK_THE_APP.format(package=package),
+        env={f"{prefix}API_KEYS": '["dev-key"]'},
+    )
+    real = json.loads(asked.stdout.strip().splitlines()[-1])
+    sample = readme_sample_reply()
+    assert masked_like(real, sample) == sample
+
+
+def test_the_readme_says_how_to_start_what_the_answers_need(rendered: Rendered) -> None:
+    readme = (rendered.path / "README.md").read_text()
+    answers = rendered.answers
+    sessions = answers["session_store"] == "redis"
+    assert ("redis-server" in readme) == sessions
+    assert (f"`{answers['env_prefix']}REDIS_URL`" in readme) == sessions
+    # `runs` is asked, and recorded, only with Redis sessions.
+    runs = answers.get("runs", "none") == "redis"
+    assert (f"uv run {answers['project_slug']} worker" in readme) == runs
+
+
+def test_what_answers_the_callers_is_named_in_the_readme_and_agent_py(rendered: Rendered) -> None:
+    readme = (rendered.path / "README.md").read_text()
+    agent = (rendered.path / "src" / rendered.answers["package_name"] / "agent.py").read_text()
+    docstring = agent.split('"""')[1]
+    team = rendered.answers["agent_team"] != "single"
+    assert ("(the team answers)" in readme) == team
+    assert ("the team in team.py" in docstring) == team
+    assert ("answers this service's callers" in docstring) == (not team)

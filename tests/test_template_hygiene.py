@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import copier
 import pytest
+import yaml
 from plumbum import local
 from rendering import (
     GIT_IDENTITY_VARIABLES,
@@ -17,6 +19,7 @@ from rendering import (
     require_python,
     uv_finds_python,
 )
+from test_update import make_template_repository
 
 HOOKS = TEMPLATE / "hooks"
 IDENTITY = {
@@ -176,6 +179,128 @@ def test_the_first_commit_is_only_made_in_the_services_own_new_repository(
         ran = run_hook("initial_commit.py", directory, env)
         assert (ran.returncode, ran.stdout) == (0, ""), ran.stderr
         assert commits(monorepo) == 1
+
+
+# A template given by a relative path (hooks/record_template_path.py), what a copy says to do
+# next (`_message_after_copy`), and what an update says changed (hooks/report_template_changes.py).
+
+CHANGELOG_ENTRY = "- The entry that the update to the newest version must print."
+
+
+def add_changelog_entry(template: Path) -> None:
+    changelog = template / "CHANGELOG.md"
+    text = changelog.read_text()
+    first_section = text.index("\n## ")
+    heading_end = text.index("\n", first_section + 1)
+    changelog.write_text(f"{text[: heading_end + 1]}\n{CHANGELOG_ENTRY}\n{text[heading_end + 1 :]}")
+    env = {**os.environ, **IDENTITY}
+    committed = git(template, "commit", "--quiet", "--all", "--message", "A new entry", env=env)
+    assert committed.returncode == 0, committed.stderr
+
+
+def test_a_copy_from_a_relative_path_can_be_updated_from_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    require_python("3.11", "copy and update a service")
+    template = make_template_repository(tmp_path / "template").path
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with local.env(**IDENTITY):
+        copier.run_copy(
+            "../template",
+            "service",
+            data={"session_store": "redis"},
+            defaults=True,
+            unsafe=True,
+            vcs_ref="HEAD",
+        )
+    copied = capfd.readouterr()
+    service = work / "service"
+    answers = yaml.safe_load((service / ".copier-answers.yml").read_text())
+
+    assert answers["_src_path"] == str(template.resolve())
+    assert f"Recorded the template as {template.resolve()}" in copied.out
+    assert git(service, "status", "--porcelain").stdout == ""  # committed with the path
+    next_steps = copied.err[copied.err.index("Next steps:") :].splitlines()
+    assert next_steps[1].strip() == "cd service"
+    assert next_steps[2].split("#")[0].strip() == "uv run support-desk dev"
+    assert next_steps[3].split("#")[0].strip() == "open http://127.0.0.1:8000/playground"
+    assert next_steps[4].split("#")[0].strip() == "uv run pytest"
+    assert "support-desk worker" not in (service / "README.md").read_text()
+
+    add_changelog_entry(template)
+    monkeypatch.chdir(service)
+    copier.run_update(
+        ".",
+        data={"runs": "redis"},
+        defaults=True,
+        overwrite=True,
+        unsafe=True,
+        skip_answered=True,
+        vcs_ref="HEAD",
+    )
+    updated = capfd.readouterr().out
+
+    readme = (service / "README.md").read_text()
+    assert "uv run support-desk worker" in readme
+    assert "SUPPORT_DESK_REDIS_URL" in readme
+    assert "What changed in the template since" in updated
+    changes = updated[updated.index("What changed in the template since") :]
+    assert CHANGELOG_ENTRY in changes
+    assert "`<project_slug> doctor`" not in changes  # in the version the service came from
+
+
+def test_the_changes_of_a_changelog_are_the_entries_the_old_one_lacks(tmp_path: Path) -> None:
+    template = tmp_path / "template"
+    template.mkdir()
+    env = {**os.environ, **IDENTITY}
+    git(template, "init", "--quiet", env=env)
+    old = (
+        "# Changelog\n\nPreamble.\n\n## Unreleased\n\n### Added\n- Kept,\n  on two lines.\n"
+        "\n### Fixed\n- An old fix.\n\n## 0.1.0\n\n- The first release.\n"
+    )
+    (template / "CHANGELOG.md").write_text(old)
+    git(template, "add", "--all", env=env)
+    git(template, "commit", "--quiet", "--message", "old", env=env)
+    old_commit = git(template, "rev-parse", "HEAD").stdout.strip()
+    rewrapped_and_new = "- Kept, on\n  two lines.\n- New, and\n  long.\n"
+    new = old.replace("- Kept,\n  on two lines.\n", rewrapped_and_new)
+    new = new.replace("## Unreleased\n", "## 0.2.0\n\nWhat a team must do: nothing.\n")
+    (template / "CHANGELOG.md").write_text(new)
+
+    def report(version_from: str) -> str:
+        versions = {"VERSION_FROM": version_from, "VERSION_TO": "HEAD"}
+        ran = subprocess.run(
+            [sys.executable, str(HOOKS / "report_template_changes.py"), str(template)],
+            env={**os.environ, **versions},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr
+        return ran.stdout
+
+    assert report(old_commit) == (
+        f"What changed in the template since {old_commit} (its CHANGELOG.md):\n"
+        "## 0.2.0\nWhat a team must do: nothing.\n### Added\n- New, and\n  long.\n\n"
+    )
+    assert "could not read that version's" in report("0" * 40)
+
+
+def test_a_url_or_an_absolute_template_path_is_recorded_as_given(tmp_path: Path) -> None:
+    for source in ("https://example.com/template.git", "gh:owner/template", "/srv/template"):
+        answers = tmp_path / ".copier-answers.yml"
+        answers.write_text(f"_commit: abc1234\n_src_path: {source}\nproject_name: X\n")
+        ran = subprocess.run(
+            [sys.executable, str(HOOKS / "record_template_path.py"), str(tmp_path), str(answers)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (ran.returncode, ran.stdout) == (0, ""), ran.stderr
+        assert yaml.safe_load(answers.read_text())["_src_path"] == source
 
 
 # The conflicts an update leaves (hooks/report_conflicts.py).
