@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -340,11 +340,92 @@ class _ServiceAgent(AssistantAgent):
 
 McpServerState = Literal["starting", "ready", "unavailable"]
 
+# What a stdio server writes to its stderr becomes log records: each line cut to this many
+# characters, a burst of so many lines, then so many a second; lines beyond are counted.
+_STDERR_LINE_CHARS = 1000
+_STDERR_BURST_LINES = 100
+_STDERR_LINES_PER_SECOND = 10.0
+
+
+class _StderrRelay:
+    """A stdio MCP server's stderr, read from a pipe into log records that carry the
+    server's name, rather than written raw into the service's own stderr."""
+
+    def __init__(self, server: str) -> None:
+        self._server = server
+        read_end, write_end = os.pipe()
+        self.sink = os.fdopen(write_end, "w")  # the server's process gets it as its stderr
+        self._reading = asyncio.create_task(self._relay(os.fdopen(read_end, "rb")))
+        self._tokens = float(_STDERR_BURST_LINES)
+        self._refilled = time.monotonic()
+        self._dropped = 0
+
+    async def __aenter__(self) -> "_StderrRelay":
+        return self
+
+    def started(self) -> None:
+        """The server's process has its copy of the pipe: the reader sees the end of it
+        when the process ends."""
+        self.sink.close()
+
+    async def __aexit__(self, *_: object) -> None:
+        self.sink.close()
+        # The last lines; a child the server left behind may hold the pipe open, though.
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._reading, 5)
+
+    async def _relay(self, pipe: Any) -> None:
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        unfinished = b""
+        try:
+            while chunk := await reader.read(65536):
+                *lines, unfinished = (unfinished + chunk).split(b"\n")
+                # Only the head of a line is logged: an endless line cannot fill the memory.
+                unfinished = unfinished[: 4 * _STDERR_LINE_CHARS]
+                for line in lines:
+                    self._log(line)
+            if unfinished:
+                self._log(unfinished)
+        finally:
+            transport.close()
+            if self._dropped:
+                self._log_dropped()
+
+    def _log(self, raw: bytes) -> None:
+        now = time.monotonic()
+        self._tokens = min(
+            _STDERR_BURST_LINES,
+            self._tokens + (now - self._refilled) * _STDERR_LINES_PER_SECOND,
+        )
+        self._refilled = now
+        if self._tokens < 1:
+            self._dropped += 1
+            return
+        self._tokens -= 1
+        if self._dropped:
+            self._log_dropped()
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if len(line) > _STDERR_LINE_CHARS:
+            line = line[:_STDERR_LINE_CHARS] + " [cut]"
+        log.info("mcp server stderr", server=self._server, line=line)
+
+    def _log_dropped(self) -> None:
+        log.warning("mcp server stderr lines dropped", server=self._server, lines=self._dropped)
+        self._dropped = 0
+
 
 class McpServer:
     """One MCP server's session, kept for the whole process and started again after a
     failure. Its tools answer the model as the service's own do: JSON text within the size
-    cap, a structured error when the server fails, hangs or is gone, never an exception."""
+    cap, a structured error when the server fails, hangs or is gone, never an exception.
+
+    The session is held by the `mcp` SDK's client in a task of its own (`_hold`), since the
+    SDK's transports must be entered and left in one task; calls are made from any task.
+    """
 
     def __init__(
         self,
@@ -355,51 +436,108 @@ class McpServer:
         env: Mapping[str, str] | None = None,
         url: str | None = None,
         headers: Mapping[str, str] | None = None,
+        start_timeout_seconds: float,
         call_timeout_seconds: float,
         max_chars: int,
     ) -> None:
-        # Imported here: only services with MCP tools have the `mcp` package.
-        from autogen_ext.tools.mcp import StdioServerParams, StreamableHttpServerParams
-
         self.name = name
-        self._params = (
-            StdioServerParams(command=command, args=list(args), env=dict(env or {}) or None)
-            if command is not None
-            else StreamableHttpServerParams(url=url or "", headers=dict(headers or {}) or None)
-        )
+        self._command = command
+        self._args = list(args)
+        self._env = dict(env or {})
+        self._url = url or ""
+        self._headers = dict(headers or {})
+        self._start_timeout = start_timeout_seconds
         self._timeout = call_timeout_seconds
         self._max_chars = max_chars
-        self._workbench: Any = None
+        self._session: Any = None
+        self._holder: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.state: McpServerState = "starting"
 
     async def start(self) -> list[ToolSchema]:
         """Connect and list the server's tools; raises if the server cannot be reached."""
-        from autogen_ext.tools.mcp import McpWorkbench
-
-        workbench = McpWorkbench(self._params)
+        listed: asyncio.Future[list[ToolSchema]] = asyncio.get_running_loop().create_future()
+        self._stopping = asyncio.Event()
+        self._holder = asyncio.create_task(self._hold(listed), name=f"mcp server {self.name}")
         try:
-            await asyncio.wait_for(workbench.start(), self._timeout)
-            tools = await asyncio.wait_for(workbench.list_tools(), self._timeout)
+            tools = await asyncio.wait_for(asyncio.shield(listed), self._start_timeout)
         except BaseException:
-            await self._stop(workbench)
+            await self.stop()
             raise
-        self._workbench, self.state = workbench, "ready"
-        return list(tools)
+        self.state = "ready"
+        return tools
+
+    async def _hold(self, listed: "asyncio.Future[list[ToolSchema]]") -> None:
+        """Open the session, list the tools into `listed`, and keep the session until
+        `stop`, or until the server goes."""
+        from mcp import ClientSession  # only services with MCP tools have the `mcp` package
+
+        try:
+            async with AsyncExitStack() as stack:
+                read, write = await stack.enter_async_context(self._transport())
+                session = await stack.enter_async_context(ClientSession(read, write))
+                await session.initialize()
+                tools = []
+                cursor = None
+                while True:
+                    page = await session.list_tools(cursor)
+                    tools += [
+                        ToolSchema(
+                            name=tool.name,
+                            description=tool.description or "",
+                            parameters=tool.inputSchema,  # type: ignore[typeddict-item]
+                        )
+                        for tool in page.tools
+                    ]
+                    if not (cursor := page.nextCursor):
+                        break
+                self._session = session
+                listed.set_result(tools)
+                await self._stopping.wait()
+        except BaseException as error:
+            if not listed.done():
+                listed.set_exception(error)
+            elif not isinstance(error, asyncio.CancelledError):
+                log.info("mcp server session ended", server=self.name, error=repr(error))
+        finally:
+            self._session = None
+
+    @asynccontextmanager
+    async def _transport(self) -> AsyncIterator[tuple[Any, Any]]:
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+
+        if self._command is None:
+            async with (
+                httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as http,
+                streamable_http_client(self._url, http_client=http) as (read, write, _),
+            ):
+                yield read, write
+            return
+        parameters = StdioServerParameters(
+            command=self._command, args=self._args, env=self._env or None
+        )
+        async with (
+            _StderrRelay(self.name) as stderr,
+            stdio_client(parameters, errlog=stderr.sink) as (read, write),
+        ):
+            stderr.started()
+            yield read, write
 
     async def stop(self) -> None:
-        workbench, self._workbench = self._workbench, None
-        if workbench is not None:
-            await self._stop(workbench)
-
-    async def _stop(self, workbench: Any) -> None:
+        holder, self._holder = self._holder, None
+        if holder is None:
+            return
+        self._stopping.set()
         try:
-            await asyncio.wait_for(workbench.stop(), self._timeout)
+            await asyncio.wait_for(holder, self._timeout)
         except Exception as error:  # a crashed server cannot be stopped cleanly
             log.info("mcp server not stopped cleanly", server=self.name, error=repr(error))
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
         """The tool's answer as the model gets it, and whether it failed."""
-        if self._workbench is None:
+        if self._session is None:
             try:
                 await self.start()
             except Exception as error:
@@ -408,7 +546,7 @@ class McpServer:
                 return self._error("mcp_unavailable", "The tool's server cannot be reached."), True
         try:
             result = await asyncio.wait_for(
-                self._workbench.call_tool(tool, dict(arguments)), self._timeout
+                self._session.call_tool(tool, dict(arguments)), self._timeout
             )
         except TimeoutError:
             # Hung, or gone without a word: the next call starts a new session either way.
@@ -418,13 +556,21 @@ class McpServer:
             return self._error("timeout", message), True
         except Exception as error:
             return await self._lost(tool, error)
-        text = result.to_text()
-        if result.is_error and text.strip() in ("", "Connection closed"):
-            return await self._lost(tool, ConnectionError(text.strip() or "no answer"))
-        if result.is_error:
+        text = "\n".join(
+            part.text if part.type == "text" else part.model_dump_json() for part in result.content
+        )
+        if result.isError:
             log.info("mcp tool reported an error", server=self.name, tool=tool)
             return self._error("tool_error", text, retryable=False), True
         return limit_size(text, self._max_chars), False
+
+    def reject_arguments(self, tool: str, problem: str) -> str:
+        """The error for arguments that are no JSON object: the server is not asked, so its
+        session stays up."""
+        # Cut for the log too: the model writes the arguments, at any size.
+        shown = problem[:200]
+        log.warning("mcp tool arguments rejected", server=self.name, tool=tool, problem=shown)
+        return self._error("invalid_arguments", problem)
 
     async def _lost(self, tool: str, error: BaseException) -> tuple[str, bool]:
         """The session broke: the next call starts a new one."""
@@ -465,6 +611,13 @@ class _McpTool(BaseTool[BaseModel, BaseModel]):
         with trace_tool_span(self.name, tool_description=self.description, tool_call_id=call_id):
             text, failed = await self._server.call(self._tool, args)
             self._record_outcome(self.name, "tool_error" if failed else "ok")
+        return text
+
+    def reject_arguments(self, problem: str, call_id: str) -> str:
+        """What the model receives for a call whose arguments never reached `run_json`."""
+        with trace_tool_span(self.name, tool_description=self.description, tool_call_id=call_id):
+            text = self._server.reject_arguments(self._tool, problem)
+            self._record_outcome(self.name, "invalid_arguments")
         return text
 
     async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> BaseModel:
@@ -792,8 +945,24 @@ class Crew:
         )
 
     def add_tools(self, tools: Sequence[BaseTool[Any, Any]]) -> None:
-        """Give every agent `tools` as well: tools found at start-up, an MCP server's say."""
+        """Give every agent `tools` as well: tools found at start-up, an MCP server's say.
+
+        A name an agent has already (a tool, a handoff, an agent it hands off to), or one
+        given twice, is a `ValueError`: the model would be offered two tools of one name.
+        """
+        names = [tool.name for tool in tools]
+        for tool_name in names:
+            if names.count(tool_name) > 1:
+                raise ValueError(f"two tools are named {tool_name!r}")
         for name, member in self._members.items():
+            taken = {
+                *(tool.name for tool in (*member.tools, *member.needs_approval.values())),
+                *(handoff.name for handoff in member.handoffs),
+                *(handoff.target for handoff in member.handoffs),
+            }
+            for tool_name in names:
+                if tool_name in taken:
+                    raise ValueError(f"agent {name!r} has a tool or handoff named {tool_name!r}")
             with_tools = (*member.tools, *tools)
             overhead = self._overhead(member.system_message, with_tools, member.handoffs)
             self._members[name] = replace(

@@ -12,6 +12,7 @@ import enum
 import inspect
 import json
 import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
@@ -153,6 +154,20 @@ def _validating(function: Callable[..., Any]) -> Callable[..., Any]:
         return asyncio.to_thread(checked, **arguments)
 
     return in_thread
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def tool_name_problem(name: str) -> str | None:
+    """Why the model cannot be offered a tool of this name; None if it can. OpenAI and
+    AutoGen take 1 to 64 ASCII letters, digits, '_' and '-', and AutoGen refuses every model
+    call that offers any other name."""
+    if _TOOL_NAME.fullmatch(name):
+        return None
+    if len(name) > 64:
+        return f"{len(name)} characters, over 64"
+    return "not only ASCII letters, digits, '_' and '-'"
 
 
 def tool_error_json(type: str, message: str, *, retryable: bool, max_chars: int) -> str:

@@ -138,17 +138,23 @@ def _connection_problem(error: BaseException) -> str:
 
 
 async def _mcp_server(settings: Any, server: Any) -> Check:
-    from ..features.mcp_tools import mcp_server  # rendered only with MCP tools
+    from ..features.mcp_tools import mcp_server, offered  # rendered only with MCP tools
 
     session = mcp_server(server, settings)
     name = f"mcp {server.name}"
     try:
-        tools = await session.start()
+        schemas = await session.start()
     except Exception as error:
         return Check(name, False, f"does not start: {type(error).__name__}")
     finally:
         await session.stop()
-    return Check(name, True, f"{len(tools)} tools: {', '.join(t['name'] for t in tools)}")
+    tools, left_out = offered(server.name, schemas, settings.mcp_tools_allowed)
+    listed = f"{len(tools)} tools: {', '.join(t['name'] for t in tools)}"
+    if left_out:
+        refused = "; ".join(f"{tool!r} ({problem})" for tool, problem in left_out.items())
+        why = "names the model cannot be offered; leave them out with MCP_TOOLS_ALLOWED"
+        return Check(name, False, f"{listed}; left out, {why}: {refused}")
+    return Check(name, True, listed)
 
 
 async def _redis(settings: Any) -> Check:
