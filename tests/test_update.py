@@ -367,6 +367,15 @@ def test_the_update_leaves_no_conflicts(updated: Update) -> None:
     assert "left conflicts" not in updated.output
 
 
+def test_the_update_prints_what_the_changelog_added_since_the_services_version(
+    updated: Update,
+) -> None:
+    output = updated.output
+    changes = output[output.index(f"What changed in the template since {PRE_CHANGE}") :]
+    assert "- `<project_slug> doctor`: checks the settings" in changes  # added after PRE_CHANGE
+    assert "- `bench/` (`uv run --group bench python -m bench`)" not in changes  # there before
+
+
 def test_the_migration_rewrote_the_imports_of_the_teams_files_only(updated: Update) -> None:
     package_name = updated.service.answers["package_name"]
     rewritten = [line for line in updated.output.splitlines() if "imports now from" in line]
@@ -578,7 +587,10 @@ def test_a_conflicting_edit_is_marked_inline_and_fails_the_leftover_check(
     assert lines[-1] == TEAM_NOTE.lstrip("\n")  # and the rest of the file is still merged
     assert module in git(service.path, "ls-files", "--unmerged")
     assert list(service.path.rglob("*.rej")) == []
-    assert f"{module}: conflict markers on lines" in log.read_text(encoding="utf-8")
+    output = log.read_text(encoding="utf-8")
+    assert f"{module}: conflict markers on lines" in output
+    # What the template changed comes first; what is left to resolve is the last word.
+    assert output.index("What changed in the template since") < output.index("left conflicts in")
     # Without the conftest: the check must fail on its own account, whatever else the
     # conflicted file breaks.
     check = service.run(
