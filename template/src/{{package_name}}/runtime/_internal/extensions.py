@@ -22,11 +22,16 @@ class Extensions:
     instrumentation: Instrumentation = field(default_factory=Instrumentation)
     request_observer: RequestObserver | None = None
     lifespans: list[Lifespan] = field(default_factory=list)
-    # What `/readyz` adds to its answer, by name: a feature's view of its own dependencies.
+    # What `/readyz` adds to its answer, by name: a feature's view of its own dependencies,
+    # given or awaited; one that raises `NotReady` makes `/readyz` answer 503.
     readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
     # Paths that hold nothing private (a page, a public description of the service), which
     # callers may fetch without an API key.
     public_paths: set[str] = field(default_factory=set)
+
+
+class NotReady(Exception):
+    """A dependency the service cannot answer without is missing; the message says which."""
 
 
 def extensions(app: FastAPI) -> Extensions:

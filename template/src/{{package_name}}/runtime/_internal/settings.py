@@ -1,10 +1,16 @@
 """Settings of the runtime's core, read from `<ENV_PREFIX>*` variables; features add theirs."""
 
+import difflib
 import json
+import os
 import re
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
+from dotenv import dotenv_values
 from pydantic import (
     AnyHttpUrl,
     BeforeValidator,
@@ -25,22 +31,41 @@ class ConfigurationError(Exception):
     """The environment describes a service that cannot start; the message says what to fix."""
 
 
-def _list_from_text(value: object) -> object:
+def _list_from_text(value: object, *, secret: bool = False) -> object:
     """A list setting's variable: values separated by commas, or a JSON list."""
     if not isinstance(value, str):
         return value  # a list given in code
     if value.lstrip().startswith("["):
         try:
             return json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"starts as a JSON list but is not one ({error})") from None
+        except ValueError:
+            raise ValueError(_how_to_write_a_list(value, secret)) from None
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _how_to_write_a_list(value: str, secret: bool) -> str:
+    """What to write instead of `value`, a broken JSON list such as `[a, b]`: most often a
+    shell took away the double quotes of `["a", "b"]`. A secret's values are not repeated."""
+    items = [item.strip().strip("\"'") for item in value.strip().strip("[]").split(",")]
+    items = [item for item in items if item]
+    if secret:
+        items = [f"<key {number}>" for number in range(1, len(items) + 1)]
+    items = items or ["<value>"]
+    return (
+        f"starts with [ but is not a JSON list; write {','.join(items)} (values separated by "
+        "commas), or a JSON list with each value in double quotes, which a shell keeps only "
+        f"inside single quotes: '{json.dumps(items)}'"
+    )
 
 
 Item = TypeVar("Item")
 # The type of every list setting. `NoDecode`: pydantic-settings would read the variable as
 # JSON only, and answer a plain `a,b` with a traceback that names the field, not the variable.
 ListSetting = Annotated[list[Item], NoDecode, BeforeValidator(_list_from_text)]
+# A list of secrets: an error about its value shows how to write it, never the values.
+SecretListSetting = Annotated[
+    list[SecretStr], NoDecode, BeforeValidator(partial(_list_from_text, secret=True))
+]
 
 
 class SettingsBase(BaseSettings):
@@ -146,9 +171,8 @@ class CoreSettings(SettingsBase):
     cors_allow_origins: ListSetting[str] = Field(
         [],
         description="Browser origins allowed to call the API, separated by commas, such as "
-        "`https://app.example.com,https://admin.example.com` (a JSON list works too). Empty: "
-        "no CORS headers, browsers on other origins are refused. Credentials (cookies) are "
-        "never allowed.",
+        "`https://app.example.com,https://admin.example.com`. Empty: no CORS headers, browsers "
+        "on other origins are refused. Credentials (cookies) are never allowed.",
     )
     history_max_tokens: int = Field(
         16_000,
@@ -218,6 +242,7 @@ class CoreSettings(SettingsBase):
                 field = ".".join(str(part) for part in detail["loc"])
                 where = f"{ENV_PREFIX}{field.upper()}: " if field else ""
                 problems.append(where + detail["msg"].removeprefix("Value error, "))
+            problems += unknown_variables(cls)
             raise ConfigurationError("Invalid configuration: " + "; ".join(problems)) from None
 
     @model_validator(mode="after")
@@ -233,6 +258,16 @@ class CoreSettings(SettingsBase):
             )
         return self
 
+    @model_validator(mode="after")
+    def _model_calls_end_before_the_turn(self) -> Self:
+        refuse_unless_below(
+            self,
+            "model_timeout_seconds",
+            "request_deadline_seconds",
+            "a model call must be able to end before the turn it belongs to",
+        )
+        return self
+
     @field_validator("cors_allow_origins")
     @classmethod
     def _origins_are_origins(cls, origins: list[str]) -> list[str]:
@@ -243,6 +278,57 @@ class CoreSettings(SettingsBase):
                     "and no path, like https://app.example.com"
                 )
         return origins
+
+
+def refuse_unless_below(settings: BaseSettings, lower: str, upper: str, why: str) -> None:
+    """Refuse two settings that contradict each other unless `lower`'s value is below `upper`'s,
+    in one line naming both."""
+    low, high = getattr(settings, lower), getattr(settings, upper)
+    if low >= high:
+        raise ValueError(
+            f"{ENV_PREFIX}{lower.upper()}={low} must be below "
+            f"{ENV_PREFIX}{upper.upper()}={high}: {why}"
+        )
+
+
+def unknown_variables(settings_class: type[BaseSettings]) -> list[str]:
+    """A sentence for each `<ENV_PREFIX>*` variable, in the environment or the `.env` file,
+    that names no setting: a typo that would otherwise be ignored without a word."""
+    known = [name.upper() for name in settings_class.model_fields]
+    env_file = settings_class.model_config.get("env_file")
+    from_file = {}
+    if isinstance(env_file, str) and Path(env_file).is_file():
+        from_file = dotenv_values(env_file)
+    sentences = []
+    for name in sorted(_prefixed(os.environ) | _prefixed(from_file)):
+        setting = name.upper().removeprefix(ENV_PREFIX)
+        if setting in known:
+            continue
+        # Compared without the prefix, which every name shares.
+        nearest = difflib.get_close_matches(setting, known, n=1)
+        hint = f"did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else "see docs/configuration.md"
+        sentences.append(f"{name} is not a setting and is ignored: {hint}")
+    return sentences
+
+
+def _prefixed(names: Iterable[str]) -> set[str]:
+    return {name for name in names if name.upper().startswith(ENV_PREFIX)}
+
+
+# The lines docs/configuration.md holds the settings table between.
+REFERENCE_START = "<!-- settings-reference -->"
+REFERENCE_END = "<!-- /settings-reference -->"
+
+
+def with_settings_reference(markdown: str, table: str) -> str:
+    """`markdown` with `table` between its settings-reference lines, in place of what was."""
+    before, start, rest = markdown.partition(REFERENCE_START)
+    _, end, after = rest.partition(REFERENCE_END)
+    if not (start and end):
+        raise ValueError(
+            f"it lacks the lines {REFERENCE_START} and {REFERENCE_END} the table goes between"
+        )
+    return f"{before}{REFERENCE_START}\n\n{table}\n\n{REFERENCE_END}{after}"
 
 
 def settings_reference(settings_class: type[SettingsBase]) -> str:

@@ -19,6 +19,7 @@ from ..extensions import extensions
 from ..features import INSTALLED, RuntimeSettings
 from ..ops.logging import configure_logging
 from ..project import ENV_PREFIX, PROJECT_NAME
+from ..settings import unknown_variables
 from .docs import app_with_offline_docs
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from .routes import router
@@ -36,6 +37,8 @@ def load_app(path: str) -> FastAPI:
 def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
     """The service answering with `served`, a lone agent or a team."""
     configure_logging(settings)
+    for typo in unknown_variables(type(settings)):
+        log.warning(typo)
     app = app_with_offline_docs(PROJECT_NAME)
     install_error_handlers(app)
     app.include_router(router)

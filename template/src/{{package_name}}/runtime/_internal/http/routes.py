@@ -1,5 +1,6 @@
 """The core's routes: health, readiness and chat."""
 
+import inspect
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -7,7 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from ..agent.conversation import Conversations
 from ..agent.service import ChatService
 from ..dependencies import chat_service, conversations
-from ..extensions import extensions
+from ..errors import ApiError
+from ..extensions import NotReady, extensions
 from .schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
 
 router = APIRouter()
@@ -22,7 +24,15 @@ async def healthz() -> dict[str, str]:
 async def readyz(
     request: Request, _: Annotated[ChatService, Depends(chat_service)]
 ) -> dict[str, object]:
-    reports = {name: report() for name, report in extensions(request.app).readiness.items()}
+    reports, missing = {}, []
+    for name, report in extensions(request.app).readiness.items():
+        try:
+            answer = report()
+            reports[name] = await answer if inspect.isawaitable(answer) else answer
+        except NotReady as error:
+            missing.append(str(error))
+    if missing:
+        raise ApiError(503, "not_ready", "; ".join(missing), {"Retry-After": "5"})
     return {"status": "ready", **reports}
 
 

@@ -58,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--reload", action="store_true", help="restart on code changes (development)"
     )
-    commands.add_parser(
+    doctor_command = commands.add_parser(
         "doctor",
         help="check this environment: settings, model server, Redis, token counter (one line "
         "each; exit 1 if any fails)",
+    )
+    doctor_command.add_argument(
+        "--write-settings-reference",
+        action="store_true",
+        help="write the table of every setting into docs/configuration.md instead, checking "
+        "nothing (after adding or changing a setting)",
     )
     if "runs" in FEATURES:
         worker = commands.add_parser("worker", help="execute queued runs (until SIGTERM)")
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
+        if args.write_settings_reference:
+            return doctor.write_settings_reference()
         return doctor.run()
     if args.command == "worker":
         runs = importlib.import_module(f"{__package__.rpartition('.')[0]}.features.runs.worker")

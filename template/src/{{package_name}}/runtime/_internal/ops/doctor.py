@@ -11,8 +11,10 @@ import asyncio
 import importlib
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +22,14 @@ import openai
 
 from ..agent.tokens import build_token_counter
 from ..project import FEATURES, PACKAGE_NAME
-from ..settings import ConfigurationError, CoreSettings
+from ..settings import (
+    ConfigurationError,
+    CoreSettings,
+    settings_reference,
+    with_settings_reference,
+)
+
+CONFIGURATION_PAGE = Path("docs/configuration.md")
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def _token_counter(settings: CoreSettings) -> Check:
     return Check("token counter", True, f"{settings.token_counter}: 'ping' is {count('ping')}")
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """A URL as it may be printed: without the user and password it may carry."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
@@ -78,7 +87,7 @@ async def _model(settings: CoreSettings) -> Check:
     if settings.model_provider == "offline":
         return Check("model", True, "the offline model answers in-process; no server to call")
     base_url = str(settings.model_base_url) if settings.model_base_url else None
-    where = _shown(base_url) if base_url else "api.openai.com"
+    where = shown_url(base_url) if base_url else "api.openai.com"
     key = settings.model_api_key.get_secret_value() if settings.model_api_key else "unused"
     client = openai.AsyncOpenAI(
         base_url=base_url, api_key=key, max_retries=0, timeout=settings.model_timeout_seconds
@@ -113,8 +122,9 @@ async def _model(settings: CoreSettings) -> Check:
     return Check("model", True, f"{where}: {settings.model_name} answered a one-token call")
 
 
-def _connection_problem(error: BaseException) -> str:
-    """What a connection failure was, from the exceptions under the SDK's."""
+def _connection_problem(error: BaseException, otherwise: str | None = None) -> str:
+    """What a connection failure was, from the exceptions under the SDK's; `otherwise` when
+    none of them says."""
     causes: list[Any] = []
     cause: BaseException | None = error
     while cause is not None:
@@ -134,7 +144,7 @@ def _connection_problem(error: BaseException) -> str:
         return "TLS: the handshake failed"
     if "connection refused" in text or "connect call failed" in text:
         return "connection refused: nothing listens there"
-    return f"cannot connect ({type(causes[-1]).__name__})"
+    return otherwise or f"cannot connect ({type(causes[-1]).__name__})"
 
 
 async def _mcp_server(settings: Any, server: Any) -> Check:
@@ -160,7 +170,7 @@ async def _mcp_server(settings: Any, server: Any) -> Check:
 async def _redis(settings: Any) -> Check:
     import redis.asyncio as redis  # only services with sessions have it
 
-    where = _shown(str(settings.redis_url))
+    where = shown_url(str(settings.redis_url))
     client = redis.Redis.from_url(
         str(settings.redis_url),
         socket_timeout=settings.redis_timeout_seconds,
@@ -169,7 +179,37 @@ async def _redis(settings: Any) -> Check:
     try:
         await client.ping()
     except redis.RedisError as error:
-        return Check("redis", False, f"{where}: {type(error).__name__}: {error}")
+        return Check("redis", False, f"{where}: {redis_problem(error, settings)}")
     finally:
         await client.aclose()
     return Check("redis", True, f"{where}: answers")
+
+
+def redis_problem(error: BaseException, settings: Any) -> str:
+    """Why Redis did not answer, as the model check says it of the model server."""
+    import redis  # only services with sessions have it
+
+    if isinstance(error, redis.TimeoutError):
+        return f"timeout: no answer within REDIS_TIMEOUT_SECONDS={settings.redis_timeout_seconds}"
+    if isinstance(error, redis.AuthenticationError):
+        return "the server refuses the user or password in REDIS_URL"
+    if isinstance(error, redis.ConnectionError):
+        # Redis's own words are plain: "Connection closed by server." when it went away.
+        return _connection_problem(error, otherwise=str(error))
+    return f"{type(error).__name__}: {error}"
+
+
+def write_settings_reference(page: Path = CONFIGURATION_PAGE) -> int:
+    """`doctor --write-settings-reference`: the table of every setting, written into `page`."""
+    settings_class = importlib.import_module(f"{PACKAGE_NAME}.settings").Settings
+    try:
+        markdown = page.read_text(encoding="utf-8")
+        page.write_text(
+            with_settings_reference(markdown, settings_reference(settings_class)),
+            encoding="utf-8",
+        )
+    except (OSError, ValueError) as error:
+        print(f"cannot write the settings table into {page}: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote the table of {len(settings_class.model_fields)} settings into {page}")
+    return 0

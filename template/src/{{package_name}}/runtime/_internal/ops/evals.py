@@ -27,6 +27,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..project import ENV_PREFIX, PACKAGE_NAME, PROJECT_SLUG
+from ..settings import ConfigurationError, CoreSettings
 
 Mode = Literal["replay", "record", "live"]
 # What a recording may not keep: the key the model server was called with (its header is
@@ -113,15 +114,21 @@ class Outcome:
         return str(self.body.get("reply", ""))
 
     @property
-    def tool_calls(self) -> list[tuple[str, dict[str, Any]]]:
-        calls = []
+    def tool_calls(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Each tool call by name, with its arguments; None where the service hides them
+        (it shows them only with `RESPONSE_TOOL_DETAILS=true`)."""
+        calls: list[tuple[str, dict[str, Any] | None]] = []
         for message in self.body.get("messages", []):
-            if message.get("type") == "tool_call":
-                try:
-                    arguments = json.loads(message.get("content") or "{}")
-                except json.JSONDecodeError:
-                    arguments = {}
-                calls.append((message["name"], arguments if isinstance(arguments, dict) else {}))
+            if message.get("type") != "tool_call":
+                continue
+            if message.get("content") is None:
+                calls.append((message["name"], None))
+                continue
+            try:
+                arguments = json.loads(message["content"] or "{}")
+            except json.JSONDecodeError:
+                arguments = {}
+            calls.append((message["name"], arguments if isinstance(arguments, dict) else {}))
         return calls
 
     @property
@@ -161,8 +168,15 @@ def check(expect: Expect, outcome: Outcome) -> list[Check]:
         checks.append(Check(f"tools {expect.tools}", names == expect.tools, f"called {names}"))
     for tool, subset in (expect.tool_arguments or {}).items():
         had = [arguments for name, arguments in outcome.tool_calls if name == tool]
-        passed = any(subset.items() <= arguments.items() for arguments in had)
-        checks.append(Check(f"{tool} called with {subset}", passed, f"calls: {had}"))
+        shown = [arguments for arguments in had if arguments is not None]
+        passed = any(subset.items() <= arguments.items() for arguments in shown)
+        detail = f"calls: {had}"
+        if len(shown) < len(had) and not passed:
+            detail = (
+                f"the service hides tool arguments: start it with "
+                f"{ENV_PREFIX}RESPONSE_TOOL_DETAILS=true for this check"
+            )
+        checks.append(Check(f"{tool} called with {subset}", passed, detail))
     for name in ("status", "stop_reason"):
         wanted = getattr(expect, name)
         if wanted is not None:
@@ -510,14 +524,22 @@ def run(args: Any) -> int:
         if args.mode != "live":
             redactions = [*DEFAULT_REDACTIONS, *args.redact]
             cassettes = Cassettes(args.dataset, directory, args.mode, redactions)
-            _configure_model(directory, args.mode)
+        if not args.url:
+            _configure_service(directory, args.mode)
     except (DatasetError, OSError) as error:
         print(error, file=sys.stderr)
         return 2
     report = Report(str(args.dataset), args.mode)
-    report.cases = asyncio.run(
-        _evaluate(cases, cassettes, args.url or args.app, args.api_key, _print_row)
-    )
+    try:
+        report.cases = asyncio.run(
+            _evaluate(cases, cassettes, args.url or args.app, args.api_key, _print_row)
+        )
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except httpx.TransportError as error:
+        print(f"cannot reach {args.url}: {error or type(error).__name__}", file=sys.stderr)
+        return 2
     if args.mode == "record":
         _save_recording_settings(directory)
     print(_summary(report))
@@ -529,7 +551,7 @@ def run(args: Any) -> int:
     return 0 if report.pass_rate >= args.min_pass_rate and not unrecorded else 1
 
 
-def _configure_model(directory: Path, mode: Mode) -> None:
+def _configure_service(directory: Path, mode: Mode) -> None:
     """Settings for the service this process runs: read before it is imported."""
     overrides: dict[str, str | None] = {
         # Tool calls' arguments are in the answers, for `tool_arguments`.
@@ -563,7 +585,8 @@ def _configure_model(directory: Path, mode: Mode) -> None:
             os.environ.pop(ENV_PREFIX + name, None)
         else:
             os.environ[ENV_PREFIX + name] = value
-    directory.mkdir(parents=True, exist_ok=True)
+    if mode != "live":
+        directory.mkdir(parents=True, exist_ok=True)
 
 
 def _save_recording_settings(directory: Path) -> None:
@@ -592,22 +615,31 @@ async def _evaluate(
     from ..agent.autogen_bridge import build_model_client, complete
     from ..agent.instrumentation import Instrumentation
 
-    print(f"{'case':<32} {'result':<6} {'seconds':>8} {'tokens':>7}  what failed")
-    settings = import_module(f"{PACKAGE_NAME}.settings").Settings.load()
-    judge_client = build_model_client(settings, Instrumentation())
+    remote = target.startswith(("http://", "https://"))
+    judge_client = None
+    if any(case.expect.judge for case in cases):
+        # The judge is this process's model client. A running service's own settings (its
+        # API keys, its Redis) are no concern of a client: only the model's are read then.
+        settings_class = (
+            CoreSettings if remote else import_module(f"{PACKAGE_NAME}.settings").Settings
+        )
+        judge_client = build_model_client(settings_class.load(), Instrumentation())
 
     async def judge(rubric: str, messages: Sequence[dict[str, Any]], reply: str) -> str:
+        assert judge_client is not None  # built whenever a case has a rubric
         prompt = judge_prompt(rubric, messages, reply)
         return await complete(judge_client, JUDGE_INSTRUCTIONS, prompt)
 
+    print(f"{'case':<32} {'result':<6} {'seconds':>8} {'tokens':>7}  what failed")
     try:
-        if target.startswith(("http://", "https://")):
+        if remote:
             headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
             async with httpx.AsyncClient(base_url=target, headers=headers, timeout=300) as client:
                 return await evaluate(cases, client, cassettes, on_result, judge)
         return await _evaluate_here(cases, cassettes, target, on_result, judge)
     finally:
-        await judge_client.close()
+        if judge_client is not None:
+            await judge_client.close()
 
 
 async def _evaluate_here(
