@@ -325,7 +325,7 @@ class _ServiceAgent(AssistantAgent):
         problem = _arguments_problem(tool_call.arguments)
         [tools] = workbench  # the one `run_turn` gives the agent
         tool = tools.tools_by_name.get(tool_call.name)
-        if problem is None or not isinstance(tool, _JsonSafeFunctionTool):
+        if problem is None or not isinstance(tool, _JsonSafeFunctionTool | _McpTool):
             return await AssistantAgent._execute_tool_call(
                 tool_call=tool_call, workbench=workbench, **rest
             )
@@ -975,6 +975,12 @@ class Crew:
         """What each tool of any agent does, by name, in name order."""
         every = [t for m in self._members.values() for t in [*m.tools, *m.needs_approval.values()]]
         return {t.name: t.description for t in sorted(every, key=lambda t: t.name)}
+
+    @property
+    def agent_descriptions(self) -> dict[str, str]:
+        """What each agent that has a description does, by name, in the team's order."""
+        specs = [member.spec for member in self._members.values()]
+        return {spec.name: spec.description for spec in specs if spec.description}
 
     @property
     def tool_names(self) -> list[str]:

@@ -102,6 +102,11 @@ class ChatService:
         """What each tool the agents may call does, by name."""
         return self._crew.tool_descriptions
 
+    @property
+    def agent_descriptions(self) -> dict[str, str]:
+        """What each agent that has a description does, by name."""
+        return self._crew.agent_descriptions
+
     def add_tools(self, tools: Sequence[AgentTool]) -> None:
         """Give every agent `tools` as well, before the first turn: an MCP server's, say."""
         self._crew.add_tools(tools)
