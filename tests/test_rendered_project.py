@@ -160,7 +160,7 @@ def test_the_template_readmes_sample_reply_is_what_the_service_answers(
         "python",
         "-c",
         ASK_THE_APP.format(package=package),
-        env={f"{prefix}API_KEYS": '["dev-key"]'},
+        env={f"{prefix}API_KEYS": "dev-key"},
     )
     real = json.loads(asked.stdout.strip().splitlines()[-1])
     sample = readme_sample_reply()

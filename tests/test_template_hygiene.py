@@ -210,7 +210,6 @@ def test_a_copy_from_a_relative_path_can_be_updated_from_the_service(
         copier.run_copy(
             "../template",
             "service",
-            data={"session_store": "redis"},
             defaults=True,
             unsafe=True,
             vcs_ref="HEAD",
@@ -227,13 +226,16 @@ def test_a_copy_from_a_relative_path_can_be_updated_from_the_service(
     assert next_steps[2].split("#")[0].strip() == "uv run support-desk dev"
     assert next_steps[3].split("#")[0].strip() == "open http://127.0.0.1:8000/playground"
     assert next_steps[4].split("#")[0].strip() == "uv run pytest"
-    assert "support-desk worker" not in (service / "README.md").read_text()
+    readme = (service / "README.md").read_text()
+    assert "redis-server" not in readme
+    assert "support-desk worker" not in readme
+    assert "runs" not in answers  # not asked without Redis sessions
 
     add_changelog_entry(template)
     monkeypatch.chdir(service)
     copier.run_update(
         ".",
-        data={"runs": "redis"},
+        data={"session_store": "redis", "runs": "redis"},
         defaults=True,
         overwrite=True,
         unsafe=True,
@@ -243,8 +245,9 @@ def test_a_copy_from_a_relative_path_can_be_updated_from_the_service(
     updated = capfd.readouterr().out
 
     readme = (service / "README.md").read_text()
+    assert "redis-server" in readme
+    assert "`SUPPORT_DESK_REDIS_URL`" in readme
     assert "uv run support-desk worker" in readme
-    assert "SUPPORT_DESK_REDIS_URL" in readme
     assert "What changed in the template since" in updated
     changes = updated[updated.index("What changed in the template since") :]
     assert CHANGELOG_ENTRY in changes
