@@ -9,10 +9,11 @@ by API key, like sessions, and a session has one unfinished run at a time.
 """
 
 import asyncio
+import hashlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis.asyncio as redis
 import structlog
@@ -20,7 +21,7 @@ from coredis.exceptions import RedisError as CoredisError
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from redis.exceptions import RedisError
 
 from ...agent.service import ChatService
@@ -31,13 +32,25 @@ from ...extensions import extensions
 from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail
 from ...project import ENV_PREFIX, FEATURES
 from ...settings import ListSetting, SettingsBase
-from .store import RunStatus, RunStore, new_run_id, now
-from .webhooks import allowed
+from .store import IdempotentRun, RunStatus, RunStore, new_run_id, now
+from .webhooks import normalised, webhook_target
 from .worker import make_queue
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
-EVENT_ID = r"^\d+-\d+$"
+EVENT_ID_MAX = 2**64 - 1  # each half of a Redis stream id
+
+
+def _within_redis_range(event_id: str) -> str:
+    if any(int(half) > EVENT_ID_MAX for half in event_id.split("-")):
+        raise ValueError(f"each number of an event id is at most {EVENT_ID_MAX}")
+    return event_id
+
+
+# An event id as the stream gives it, `<milliseconds>-<sequence>`, checked before a stream
+# starts: Redis refuses one out of range, and a stream that has begun cannot be a 422.
+EventId = Annotated[str, AfterValidator(_within_redis_range)]
+EVENT_ID = r"^\d{1,20}-\d{1,20}$"
 
 
 class Settings(SettingsBase):
@@ -62,8 +75,10 @@ class Settings(SettingsBase):
     )
     runs_webhook_allowed_urls: ListSetting[str] = Field(
         [],
-        description="URL prefixes a run's `webhook_url` must start with (scheme, host and port "
-        "exact), separated by commas. Empty: runs take no webhook.",
+        description="URLs a run's `webhook_url` must be at or under, separated by commas: the "
+        "same scheme, host and port, and the path whole segments below (`/hooks` takes "
+        "`/hooks/x`, not `/hooksevil`), compared once both are normalised. Empty: runs take no "
+        "webhook.",
     )
     runs_webhook_secret: SecretStr | None = Field(
         None, description="The key webhook bodies are signed with (HMAC-SHA256). Never logged."
@@ -71,6 +86,17 @@ class Settings(SettingsBase):
     runs_webhook_attempts: int = Field(
         5, ge=1, le=20, description="Calls of a webhook before it counts as failed."
     )
+
+    @field_validator("runs_webhook_allowed_urls")
+    @classmethod
+    def _webhook_urls_are_urls(cls, prefixes: list[str]) -> list[str]:
+        checked = []
+        for prefix in prefixes:
+            try:
+                checked.append(str(normalised(prefix)))
+            except ValueError as error:
+                raise ValueError(f"{prefix!r}: {error}") from None
+        return checked
 
     @model_validator(mode="after")
     def _webhooks_need_a_secret(self) -> "Settings":
@@ -87,7 +113,8 @@ class RunRequest(ChatRequest):
         None,
         max_length=2_000,
         description="Called with the finished run, signed; must be under one of "
-        "`RUNS_WEBHOOK_ALLOWED_URLS`.",
+        "`RUNS_WEBHOOK_ALLOWED_URLS`. The URL called is this one normalised (dot segments "
+        "resolved, the default port left out).",
     )
 
 
@@ -224,7 +251,14 @@ RUN_ERRORS = ERROR_RESPONSES | {404: {"description": "No such run (of this calle
     status_code=202,
     response_model=Run,
     summary="Queue a turn for a worker; answered at once with the run to follow",
-    responses=RUN_ERRORS | {409: {"description": "The session has an unfinished run."}},
+    responses=RUN_ERRORS
+    | {
+        409: {"description": "The session has an unfinished run."},
+        422: {
+            "description": "The body is not valid, the webhook is not allowed, or the "
+            "`Idempotency-Key` was sent before with another body (`idempotency_key_reused`)."
+        },
+    },
 )
 async def create_run(
     body: RunRequest,
@@ -239,19 +273,13 @@ async def create_run(
 
 async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> JSONResponse:
     caller = current_caller()
-    if body.webhook_url is not None and not allowed(body.webhook_url, runs.webhook_allowed):
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"webhook_url: not under any of {ENV_PREFIX}RUNS_WEBHOOK_ALLOWED_URLS"
-            if runs.webhook_allowed
-            else f"webhook_url: this service calls no webhooks ({ENV_PREFIX}RUNS_WEBHOOK_"
-            "ALLOWED_URLS is empty)",
-        )
+    webhook_url = None if body.webhook_url is None else _webhook(body.webhook_url, runs)
+    request = body.model_dump(mode="json", exclude={"webhook_url"}, exclude_none=True)
+    fingerprint = _fingerprint(caller, request, webhook_url)
     if idempotency_key is not None:
         earlier = await runs.store.earlier(caller, idempotency_key)
         if earlier is not None:
-            return _answer(await runs.view(earlier), replayed=True)
+            return await _replay(earlier, fingerprint, runs)
     run_id = new_run_id()
     if body.session_id is not None:
         holder = await runs.store.claim_session(caller, body.session_id, run_id)
@@ -262,10 +290,9 @@ async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> 
                 f"Session {body.session_id!r} has an unfinished run, {holder}: wait for it "
                 "or cancel it.",
             )
-    request = body.model_dump(mode="json", exclude={"webhook_url"}, exclude_none=True)
     try:
         earlier = await runs.store.create(
-            run_id, caller, request, body.webhook_url, idempotency_key
+            run_id, caller, request, webhook_url, idempotency_key, fingerprint
         )
         if earlier is None:
             await runs.enqueue(run_id)
@@ -275,8 +302,46 @@ async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> 
     if earlier is not None:  # the same key, sent twice at once
         if body.session_id is not None:
             await runs.store.release_session(caller, body.session_id, run_id)
-        return _answer(await runs.view(earlier), replayed=True)
+        return await _replay(earlier, fingerprint, runs)
     return _answer(await runs.view(run_id), replayed=False)
+
+
+def _webhook(url: str, runs: Runs) -> str:
+    """The URL that will be called: `url` normalised, if the allow-list takes it."""
+    if not runs.webhook_allowed:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"webhook_url: this service calls no webhooks ({ENV_PREFIX}RUNS_WEBHOOK_"
+            "ALLOWED_URLS is empty)",
+        )
+    try:
+        return webhook_target(url, runs.webhook_allowed)
+    except ValueError as error:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"webhook_url: {error} (see {ENV_PREFIX}RUNS_WEBHOOK_ALLOWED_URLS)",
+        ) from None
+
+
+def _fingerprint(caller: str, request: Mapping[str, Any], webhook_url: str | None) -> str:
+    """What a retry with the same idempotency key must repeat: the caller and the body as
+    parsed, so that a retry spelling the same JSON differently is still the same request."""
+    canonical = json.dumps([caller, request, webhook_url], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _replay(earlier: IdempotentRun, fingerprint: str, runs: Runs) -> JSONResponse:
+    """The run the idempotency key made, if this is the request that made it."""
+    if earlier.fingerprint != fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was sent before with another body: send a new key for a "
+            "new run, or the same body to read the run it made.",
+        )
+    return _answer(await runs.view(earlier.run_id), replayed=True)
 
 
 async def _abandon(runs: Runs, caller: str, session_id: str | None, run_id: str) -> None:
@@ -354,12 +419,12 @@ async def _cancel(run: Run, runs: Runs) -> Run:
 async def run_events(
     run: Annotated[Run, Depends(owned_run)],
     runs: Annotated[Runs, Depends(the_runs)],
-    last_event_id: Annotated[str | None, Header(pattern=EVENT_ID)] = None,
-    after: Annotated[str | None, Query(pattern=EVENT_ID)] = None,
+    last_event_id: Annotated[EventId | None, Header(pattern=EVENT_ID)] = None,
+    after: Annotated[EventId | None, Query(pattern=EVENT_ID)] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Every event after `Last-Event-ID` (or `after`), in order, then the new ones as they
     come, ending with the run's last: `done` (the `/v1/chat` response), `error` or
-    `cancelled`."""
+    `cancelled`. A finished run with no event after the one asked for ends at once."""
     events = runs.store.events(run.run_id, last_event_id or after or "0")
     async for event_id, event_type, data in events:
         yield ServerSentEvent(raw_data=data, event=event_type, id=event_id)

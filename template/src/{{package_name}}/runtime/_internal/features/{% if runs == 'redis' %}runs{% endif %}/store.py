@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as redis
 
@@ -72,6 +72,18 @@ return 1
 """
 
 
+class IdempotentRun(NamedTuple):
+    """The run an idempotency key made, and the fingerprint of the request that made it."""
+
+    run_id: str
+    fingerprint: str
+
+    @classmethod
+    def parse(cls, stored: bytes) -> "IdempotentRun":
+        run_id, _, fingerprint = stored.decode().partition(" ")
+        return cls(run_id, fingerprint)
+
+
 def new_run_id() -> str:
     return f"run_{secrets.token_hex(12)}"
 
@@ -97,14 +109,16 @@ class RunStore:
         request: Mapping[str, Any],
         webhook_url: str | None,
         idempotency_key: str | None,
-    ) -> str | None:
-        """Store a new queued run; with an idempotency key already used, store nothing and
-        return the run that key made."""
+        fingerprint: str,
+    ) -> IdempotentRun | None:
+        """Store a new queued run (an idempotency key keeps the request's `fingerprint`);
+        with an idempotency key already used, store nothing and return the run it made."""
         if idempotency_key is not None:
             key = f"run-idempotency:{caller}:{idempotency_key}"
-            if not await self._client.set(key, run_id, nx=True, ex=self._ttl):
+            made = f"{run_id} {fingerprint}"
+            if not await self._client.set(key, made, nx=True, ex=self._ttl):
                 earlier = await self._client.get(key)
-                return earlier.decode() if earlier else None
+                return IdempotentRun.parse(earlier) if earlier else None
         fields = {
             "id": run_id,
             "caller": caller,
@@ -122,10 +136,10 @@ class RunStore:
             await pipe.execute()
         return None
 
-    async def earlier(self, caller: str, idempotency_key: str) -> str | None:
+    async def earlier(self, caller: str, idempotency_key: str) -> IdempotentRun | None:
         """The run an idempotency key already made, if any."""
         found = await self._client.get(f"run-idempotency:{caller}:{idempotency_key}")
-        return found.decode() if found else None
+        return IdempotentRun.parse(found) if found else None
 
     async def get(self, run_id: str) -> dict[str, str] | None:
         stored = await self._client.hgetall(_run_key(run_id))
@@ -165,15 +179,21 @@ class RunStore:
 
     async def events(self, run_id: str, after: str) -> AsyncIterator[tuple[str, str, str]]:
         """The run's events after the one with id `after` ("0" for all), as (id, type, data),
-        waiting for new ones until the final event."""
+        waiting for new ones until the final event, or none if the run ended at or before
+        `after`."""
         key = _events_key(run_id)
         while True:
             # Polled rather than blocking: a blocked read holds a connection for as long as
-            # it waits, and a process follows hundreds of runs at once.
-            found = await self._client.xread({key: after}, count=100)
+            # it waits, and a process follows hundreds of runs at once. The status is read
+            # with the events, in one transaction: a run's final event is written with its
+            # final status, so a finished run with nothing after `after` has nothing more.
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hget(_run_key(run_id), "status")
+                pipe.xread({key: after}, count=100)
+                status, found = await pipe.execute()
             if not found:
-                if await self.get(run_id) is None:
-                    return  # expired under the reader
+                if status is None or status.decode() in FINISHED:
+                    return  # expired under the reader, or ended at or before `after`
                 await asyncio.sleep(POLL_SECONDS)
                 continue
             for entry_id, entry in found[0][1]:
