@@ -53,6 +53,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from ..http.schemas import Approval, ChatMessage, StopReason
 from ..settings import CoreSettings
+from .conversation import Awaiting, PendingCall, SavedState
 from .fake_upstream import create_fake_upstream
 from .history import trim_to_budget
 from .instrumentation import Instrumentation, ModelCallRecord
@@ -116,15 +117,6 @@ class InnerMessage:
 
 
 @dataclass(frozen=True)
-class PendingCall:
-    """A tool call waiting for a person's approval."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
 class TurnResult:
     """The turn's end: always the last event of a run."""
 
@@ -136,7 +128,7 @@ class TurnResult:
     completion_tokens: int
     tool_calls: int
     # What the session keeps for the next turn; None when the transcript is enough.
-    state: dict[str, Any] | None
+    state: SavedState | None
 
 
 TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
@@ -290,16 +282,16 @@ class _JsonSafeFunctionTool(FunctionTool):
         return result.text
 
 
-def _arguments_problem(arguments: str) -> str | None:
-    """What makes tool arguments, as the model wrote them, no JSON object; None if nothing."""
+def arguments_problem(arguments: str) -> str | None:
+    """What makes tool arguments, in text, no JSON object; None if nothing."""
     try:
         parsed = json.loads(arguments)
     except ValueError as error:
-        return f"arguments: not valid JSON ({error})"
+        return f"not valid JSON ({error})"
     except RecursionError:
-        return "arguments: not valid JSON (nested too deeply)"
+        return "not valid JSON (nested too deeply)"
     if not isinstance(parsed, dict):
-        return "arguments: must be a JSON object, one member per argument"
+        return "must be a JSON object, one member per argument"
     return None
 
 
@@ -322,7 +314,7 @@ class _ServiceAgent(AssistantAgent):
     async def _execute_tool_call(
         tool_call: FunctionCall, workbench: Sequence[Workbench], **rest: Any
     ) -> tuple[FunctionCall, FunctionExecutionResult]:
-        problem = _arguments_problem(tool_call.arguments)
+        problem = arguments_problem(tool_call.arguments)
         [tools] = workbench  # the one `run_turn` gives the agent
         tool = tools.tools_by_name.get(tool_call.name)
         if problem is None or not isinstance(tool, _JsonSafeFunctionTool | _McpTool):
@@ -330,7 +322,7 @@ class _ServiceAgent(AssistantAgent):
                 tool_call=tool_call, workbench=workbench, **rest
             )
         result = FunctionExecutionResult(
-            content=tool.reject_arguments(problem, tool_call.id),
+            content=tool.reject_arguments(f"arguments: {problem}", tool_call.id),
             name=tool_call.name,
             call_id=tool_call.id,
             is_error=True,
@@ -787,15 +779,6 @@ class TurnLimits:
     team_turn_seconds: float
 
 
-@dataclass(frozen=True)
-class Awaiting:
-    """What a paused conversation waits for: the user's answer, or decisions on tool calls."""
-
-    kind: Literal["input", "approval"]
-    agent: str  # the one that asked, and that goes on once answered
-    calls: tuple[PendingCall, ...] = ()
-
-
 class StateRefused(Exception):
     """A session's saved state that this service cannot go on from."""
 
@@ -810,7 +793,7 @@ class TurnInput:
 
     history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
     newest: str | None  # the user's new message; None when the turn decides approvals
-    state: Mapping[str, Any] | None  # the crew's state saved by the previous turn
+    state: SavedState | None  # the crew's state saved by the previous turn
     awaiting: Awaiting | None  # what that state waits for (`Crew.awaiting`)
     keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
     approvals: Sequence[Approval] = ()
@@ -825,6 +808,7 @@ class _Member:
     tools: tuple[BaseTool[Any, Any], ...]
     handoffs: tuple[_BuiltHandoff, ...]
     needs_approval: Mapping[str, _JsonSafeFunctionTool]
+    editable: frozenset[str]  # the tools of `needs_approval` whose arguments an approver may edit
     history_budget: int
 
 
@@ -929,6 +913,7 @@ class Crew:
             tools=tools,
             handoffs=tuple(handoffs),
             needs_approval=needs_approval,
+            editable=frozenset(t.name for t in offered if t.editable_arguments),
             history_budget=budget_for(agent.name, overhead),
         )
 
@@ -990,32 +975,35 @@ class Crew:
     def approval_tool_names(self) -> list[str]:
         return sorted({name for m in self._members.values() for name in m.needs_approval})
 
-    def awaiting(self, state: Mapping[str, Any] | None) -> Awaiting | None:
+    def awaiting(self, state: SavedState | None) -> Awaiting | None:
         """What a saved state waits for; `StateRefused` if this crew cannot go on from it."""
         if state is None:
             return None
-        if state.get("kind") != self.kind or state.get("agents") != list(self.names):
+        if state.kind != self.kind or state.agents != self.names:
             raise StateRefused(
                 "session_team_changed",
-                f"This session was saved by a different team ({state.get('kind')} of "
-                f"{state.get('agents')}); this service runs a {self.kind} of "
+                f"This session was saved by a different team ({state.kind} of "
+                f"{', '.join(state.agents)}); this service runs a {self.kind} of "
                 f"{', '.join(self.names)}. Start a new session, or delete this one.",
             )
-        awaiting = state.get("awaiting")
+        awaiting = state.awaiting
         if awaiting is None:
             return None
-        try:
-            found = Awaiting(
-                kind=awaiting["kind"],
-                agent=awaiting["agent"],
-                calls=tuple(PendingCall(**call) for call in awaiting.get("calls", ())),
-            )
-        except (KeyError, TypeError) as error:
-            raise _unreadable_state() from error
-        if found.agent not in self.names or found.kind not in ("input", "approval"):
+        if awaiting.agent not in self.names:
             # A handoff to an agent the team does not have: nobody could go on.
-            raise _unreadable_state()
-        return found
+            raise _unreadable_state(f"it waits for an agent this team lacks, {awaiting.agent!r}")
+        needs_approval = self._members[awaiting.agent].needs_approval
+        for call in awaiting.calls if awaiting.kind == "approval" else ():
+            if call.name not in needs_approval:
+                raise _unreadable_state(
+                    f"call {call.id!r} waits for approval, but {awaiting.agent!r} has no "
+                    f"tool {call.name!r} that needs it"
+                )
+        return awaiting
+
+    def accepts_edits(self, agent: str, tool: str) -> bool:
+        """Whether an approver may change the arguments of `agent`'s calls of `tool`."""
+        return tool in self._members[agent].editable
 
     async def run(
         self,
@@ -1042,7 +1030,7 @@ class Crew:
             payload_logging=payload_logging,
         )
         if turn.state is not None:
-            await _load_state(runner, turn.state["autogen"], self.names, resume_at)
+            await _load_state(runner, turn.state.autogen, self.names, resume_at)
         settled: list[InnerMessage] = []
         text = turn.newest
         if turn.approvals:
@@ -1057,7 +1045,13 @@ class Crew:
             # A swarm goes on only from a handoff to one of its agents (autogen#5912).
             task = HandoffMessage(content=text, source=USER, target=resume_at)
         run = runner.run_stream(task=task, cancellation_token=cancellation_token)
-        transcript = _Transcript(self._limits.max_tool_iterations, self._handoff_tools, settled)
+        transcript = _Transcript(
+            self._limits.max_tool_iterations,
+            self._handoff_tools,
+            settled,
+            # The approved calls ran in this turn, before the agents.
+            tool_calls=sum(approval.decision == "approve" for approval in turn.approvals),
+        )
         with self._instrumentation.agent_run():
             try:
                 async with aclosing(run) as items:
@@ -1159,9 +1153,9 @@ class Crew:
                 arguments = approval.arguments or call.arguments
                 yield ToolCallStarted(call.name, arguments, awaiting.agent)
                 tool = member.needs_approval[call.name]
-                problem = _arguments_problem(arguments)
+                problem = arguments_problem(arguments)
                 content = (
-                    tool.reject_arguments(problem, call.id)
+                    tool.reject_arguments(f"arguments: {problem}", call.id)
                     if problem
                     else await tool.run_json(json.loads(arguments), cancellation_token, call.id)
                 )
@@ -1195,11 +1189,13 @@ class Crew:
         if isinstance(last, HandoffMessage) and last.target == USER:
             needs_approval = self._members[last.source].needs_approval
             pending = tuple(
-                PendingCall(call.id, call.name, call.arguments)
+                PendingCall(id=call.id, name=call.name, arguments=call.arguments)
                 for call in transcript.last_calls.get(last.source, ())
                 if call.name in needs_approval
             )
-            awaiting = Awaiting("approval" if pending else "input", last.source, pending)
+            awaiting = Awaiting(
+                kind="approval" if pending else "input", agent=last.source, calls=pending
+            )
         if awaiting is not None and awaiting.kind == "approval":
             stop_reason: StopReason = "awaiting_approval"
             reply = "Waiting for approval: " + ", ".join(c.name for c in awaiting.calls) + "."
@@ -1208,18 +1204,13 @@ class Crew:
         else:
             stop_reason = end.reason or transcript.reply_reason
             reply = transcript.reply
-        state: dict[str, Any] | None = None
+        state: SavedState | None = None
         needed = self.kind != "single" or (awaiting is not None and awaiting.kind == "approval")
         if keep_state and needed:
             saved = dict(await runner.save_state())
             if self.kind != "single":
                 _trim_thread(saved, self._count, self.history_budget)
-            state = {
-                "kind": self.kind,
-                "agents": list(self.names),
-                "autogen": saved,
-                "awaiting": None if awaiting is None else _awaiting_json(awaiting),
-            }
+            state = SavedState(kind=self.kind, agents=self.names, autogen=saved, awaiting=awaiting)
         return TurnResult(
             reply=reply,
             stop_reason=stop_reason,
@@ -1232,11 +1223,12 @@ class Crew:
         )
 
 
-def _unreadable_state() -> StateRefused:
+def _unreadable_state(problem: str) -> StateRefused:
     return StateRefused(
-        "session_state_unreadable",
-        "This session's saved state cannot be read by this version of the service. Start a "
-        "new session, or delete this one.",
+        "session_unreadable",
+        f"This session's saved record cannot be read by this version of the service: {problem}. "
+        "It is kept as it is until you DELETE the session (`DELETE /v1/sessions/{id}`), "
+        "which starts it over.",
     )
 
 
@@ -1244,11 +1236,6 @@ def _history_message(message: ChatMessage, agent_name: str) -> LLMMessage:
     if message.role == "assistant":
         return AssistantMessage(content=message.content, source=agent_name)
     return UserMessage(content=message.content, source=USER)
-
-
-def _awaiting_json(awaiting: Awaiting) -> dict[str, Any]:
-    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in awaiting.calls]
-    return {"kind": awaiting.kind, "agent": awaiting.agent, "calls": calls}
 
 
 def _decisions_text(approvals: Sequence[Approval], awaiting: Awaiting) -> str:
@@ -1277,17 +1264,18 @@ async def _load_state(
     resume_at: str | None,
 ) -> None:
     """Load a saved state; `StateRefused` if AutoGen cannot read it."""
-    if resume_at is not None and isinstance(runner, RoundRobinGroupChat):
-        # The agent that asked goes on, not the one after it.
-        saved = json.loads(json.dumps(saved))
-        for agent_state in saved["agent_states"].values():
-            if agent_state.get("type") == "RoundRobinManagerState":
-                agent_state["next_speaker_index"] = list(names).index(resume_at)
     try:
+        if resume_at is not None and isinstance(runner, RoundRobinGroupChat):
+            # The agent that asked goes on, not the one after it.
+            saved = json.loads(json.dumps(saved))
+            for agent_state in saved["agent_states"].values():
+                if agent_state.get("type") == "RoundRobinManagerState":
+                    agent_state["next_speaker_index"] = list(names).index(resume_at)
         await runner.load_state(saved)
-    except (KeyError, TypeError, ValueError) as error:
+    # What AutoGen raises on a state of another shape (a pydantic error is a ValueError).
+    except (LookupError, TypeError, ValueError, AttributeError) as error:
         log.warning("saved session state unreadable", error=f"{type(error).__name__}: {error}")
-        raise _unreadable_state() from error
+        raise _unreadable_state("AutoGen cannot load the agents' state") from error
 
 
 def _trim_thread(state: dict[str, Any], count: TokenCounter, budget: int) -> None:
@@ -1365,12 +1353,16 @@ class _Transcript:
     """The turn's messages as they come, and what its end is read from."""
 
     def __init__(
-        self, max_tool_iterations: int, handoff_tools: frozenset[str], settled: list[InnerMessage]
+        self,
+        max_tool_iterations: int,
+        handoff_tools: frozenset[str],
+        settled: list[InnerMessage],
+        tool_calls: int,
     ) -> None:
         self._max_rounds = max_tool_iterations
         self._handoff_tools = handoff_tools
         self.messages = settled
-        self.tool_calls = 0
+        self.tool_calls = tool_calls
         self.last_chat: BaseChatMessage | None = None
         self.last_calls: dict[str, list[FunctionCall]] = {}
         self.reply = ""

@@ -7,11 +7,48 @@ or not it was committed). Without sessions the history is what the client sent a
 is nothing to save; the sessions feature plugs in a store that keeps conversations in Redis.
 """
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import ApiError
 from ..http.schemas import ChatMessage, ChatRequest
+
+
+class PendingCall(BaseModel):
+    """A tool call waiting for a person's approval."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    id: str
+    name: str
+    arguments: str  # as the model wrote them: a JSON object in text, or not
+
+
+class Awaiting(BaseModel):
+    """What a paused conversation waits for: the user's answer, or decisions on tool calls."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    kind: Literal["input", "approval"]
+    agent: str  # the one that asked, and that goes on once answered
+    calls: tuple[PendingCall, ...] = ()
+
+
+class SavedState(BaseModel):
+    """What the agents leave for the next turn: a team's state, or a turn paused for approval.
+
+    Strict, as it is read back from storage that anyone may have written: a value of the
+    wrong type is refused when the record is read, never found out in the middle of a turn.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    kind: str  # of the crew that saved it: "single", or a team's kind
+    agents: tuple[str, ...]
+    autogen: dict[str, Any]  # AutoGen's own `save_state()`, which only AutoGen reads
+    awaiting: Awaiting | None = None
 
 
 class Conversation(Protocol):
@@ -23,7 +60,7 @@ class Conversation(Protocol):
         ...
 
     @property
-    def state(self) -> Mapping[str, Any] | None:
+    def state(self) -> SavedState | None:
         """What the agents left after the previous turn (a team's state), if anything."""
         ...
 
@@ -32,7 +69,7 @@ class Conversation(Protocol):
         """Whether `commit` keeps the agents' state: if not, it need not be made."""
         ...
 
-    async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
+    async def commit(self, reply: str | None, state: SavedState | None) -> None:
         """Save the turn (the request's messages, `reply` unless None, and the agents'
         `state`), then release."""
         ...
@@ -52,10 +89,10 @@ class Unsaved:
     """A conversation the client carries: no stored history, nothing to save."""
 
     history: Sequence[ChatMessage] = ()
-    state: Mapping[str, Any] | None = None
+    state: SavedState | None = None
     keeps_state = False
 
-    async def commit(self, reply: str | None, state: Mapping[str, Any] | None) -> None:
+    async def commit(self, reply: str | None, state: SavedState | None) -> None:
         pass
 
     async def release(self) -> None:

@@ -3,8 +3,7 @@ usage accounting."""
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import openai
 import structlog
@@ -12,6 +11,7 @@ import structlog
 from ..context import bind, current_caller, current_request_id
 from ..errors import ApiError, internal_error, upstream_error
 from ..http.schemas import (
+    Approval,
     ChatRequest,
     ChatResponse,
     PendingToolCall,
@@ -23,7 +23,6 @@ from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
 from .autogen_bridge import (
     AgentTool,
-    Awaiting,
     CancellationToken,
     Crew,
     InnerMessage,
@@ -34,10 +33,11 @@ from .autogen_bridge import (
     TurnEvent,
     TurnInput,
     TurnResult,
+    arguments_problem,
     new_cancellation_token,
     raised_by_framework,
 )
-from .conversation import Conversation, Conversations
+from .conversation import Awaiting, Conversation, Conversations, SavedState
 from .tokens import TokenCounter, message_tokens
 
 log = structlog.get_logger(__name__)
@@ -196,7 +196,7 @@ class ChatService:
             await turn.close()
         return event
 
-    def _awaiting(self, state: Mapping[str, Any] | None) -> Awaiting | None:
+    def _awaiting(self, state: SavedState | None) -> Awaiting | None:
         """What a conversation with this saved state waits for; 409 if this service cannot
         go on from it."""
         try:
@@ -204,9 +204,7 @@ class ChatService:
         except StateRefused as error:
             raise ApiError(409, error.type, str(error)) from error
 
-    def waits_for(
-        self, state: Mapping[str, Any] | None
-    ) -> tuple[TurnStatus, list[PendingToolCall]]:
+    def waits_for(self, state: SavedState | None) -> tuple[TurnStatus, list[PendingToolCall]]:
         """What a conversation with this saved state waits for, and the calls to decide."""
         awaiting = self._awaiting(state)
         if awaiting is None:
@@ -246,6 +244,8 @@ class ChatService:
                     "invalid_request",
                     f"approvals: {problem} (pending: {', '.join(pending)})",
                 )
+            assert awaiting is not None  # there are pending calls
+            self._check_edits(request.approvals, awaiting)
         elif pending:
             raise ApiError(
                 409,
@@ -262,6 +262,25 @@ class ChatService:
             keep_state=conversation.keeps_state,
             approvals=request.approvals or (),
         )
+
+    def _check_edits(self, approvals: Sequence[Approval], awaiting: Awaiting) -> None:
+        """422 for edited arguments that the call's tool does not take, or that are no JSON
+        object: the calls stay pending, for a decision that can be carried out."""
+        names = {call.id: call.name for call in awaiting.calls}
+        for index, approval in enumerate(approvals):
+            if approval.arguments is None:
+                continue
+            field = f"approvals.{index}.arguments"
+            name = names[approval.id]
+            if not self._crew.accepts_edits(awaiting.agent, name):
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"{field}: the arguments of {name} cannot be edited; approve the call as "
+                    "the model made it, or reject it with a reason",
+                )
+            if (problem := arguments_problem(approval.arguments)) is not None:
+                raise ApiError(422, "invalid_request", f"{field}: {problem}")
 
     def response(self, turn: TurnResult) -> ChatResponse:
         status: TurnStatus = "completed"

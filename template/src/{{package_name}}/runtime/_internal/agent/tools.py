@@ -64,6 +64,8 @@ class ServiceTool:
     _validated: Callable[..., Any] = dataclasses.field(repr=False)
     # A person must approve each call before it runs: the turn pauses with the call pending.
     requires_approval: bool = False
+    # The approver may run the call with other arguments than the model's.
+    editable_arguments: bool = False
 
     async def invoke(self, arguments: Mapping[str, Any], *, max_chars: int) -> str:
         """Run the tool and return JSON text: its result, or a structured error. Never raises."""
@@ -113,7 +115,11 @@ class ServiceTool:
 def tool(function: Callable[..., Any], /) -> ServiceTool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, requires_approval: bool = False
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+    editable_arguments: bool = False,
 ) -> Callable[[Callable[..., Any]], ServiceTool]: ...
 def tool(
     function: Callable[..., Any] | None = None,
@@ -122,23 +128,32 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     requires_approval: bool = False,
+    editable_arguments: bool = False,
 ) -> ServiceTool | Callable[[Callable[..., Any]], ServiceTool]:
     """Make a function a tool. The docstring is the description the model reads.
 
     With `requires_approval`, a call pauses the turn (`status: awaiting_approval`) until the
-    next request on the session approves, edits or rejects it; see docs/teams.md.
+    next request on the session approves or rejects it; see docs/teams.md. The approver may
+    change the call's arguments only with `editable_arguments`: they can then be anything the
+    type hints allow, so bound them (docs/writing-tools.md, "Bounds on arguments").
     """
 
     def build(function: Callable[..., Any]) -> ServiceTool:
         text = description or inspect.getdoc(function)
         if not text:
             raise ValueError(f"tool {function.__name__!r} needs a docstring or a description")
+        if editable_arguments and not requires_approval:
+            raise ValueError(
+                f"tool {function.__name__!r}: editable_arguments lets an approver edit a call; "
+                "it needs requires_approval=True"
+            )
         return ServiceTool(
             name=name or function.__name__,
             description=text,
             function=function,
             _validated=_validating(function),
             requires_approval=requires_approval,
+            editable_arguments=editable_arguments,
         )
 
     return build if function is None else build(function)
