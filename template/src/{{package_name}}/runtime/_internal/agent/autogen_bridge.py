@@ -501,8 +501,11 @@ class McpServer:
         from mcp.client.streamable_http import streamable_http_client
 
         if self._command is None:
+            # No read limit of its own: the server's event stream idles between messages,
+            # and each call has ours.
+            timeout = httpx.Timeout(self._start_timeout, read=None)
             async with (
-                httpx.AsyncClient(headers=self._headers, timeout=self._timeout) as http,
+                httpx.AsyncClient(headers=self._headers, timeout=timeout) as http,
                 streamable_http_client(self._url, http_client=http) as (read, write, _),
             ):
                 yield read, write
