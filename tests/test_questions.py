@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rendering import render
+from rendering import TEMPLATE, render
 
 CASES = [
     ("project_name", "Support Desk", ""),
@@ -67,3 +67,12 @@ def test_runs_given_without_redis_sessions_is_refused(tmp_path: Path) -> None:
     expected = "Validation error for question 'runs': .*answer session_store=redis too"
     with pytest.raises(ValueError, match=expected):
         render(tmp_path / "out", {"runs": "redis"}, pretend=True, skip_tasks=True)
+
+
+def test_no_question_shows_a_first_time_user_how_to_update() -> None:
+    # What an update of an older service asks is in the rendered docs/updating.md instead.
+    questions = yaml.safe_load((TEMPLATE / "copier.yml").read_text())
+    helps = {name: q.get("help", "") for name, q in questions.items() if isinstance(q, dict)}
+    assert [name for name, help_text in helps.items() if "updat" in help_text.lower()] == []
+    updating = (TEMPLATE / "template" / "docs" / "updating.md").read_text()
+    assert "## Updating a service made before the `auth` question" in updating
