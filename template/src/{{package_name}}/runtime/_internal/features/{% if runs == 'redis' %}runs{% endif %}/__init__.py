@@ -8,15 +8,16 @@ streaq's (`worker.py`); the runs and their events are in Redis (`store.py`). Run
 by API key, like sessions, and a session has one unfinished run at a time.
 """
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Annotated, Any
 
+import anyio
 import redis.asyncio as redis
 import structlog
+from anyio.abc import TaskGroup, TaskStatus
 from coredis.exceptions import RedisError as CoredisError
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -61,8 +62,9 @@ class Settings(SettingsBase):
         10,
         ge=2,
         le=300,
-        description="How long a run stays with a worker that stopped renewing its lease (one "
-        "that died): another worker takes it up within about twice this.",
+        description="How long a run stays with a worker that stopped renewing its lease, and "
+        "then how long its execution must have shown no sign of life: a dead worker's run is "
+        "taken up by another within about three times this, a slow one's is left to it.",
     )
     runs_retry_lost: bool = Field(
         True,
@@ -107,6 +109,22 @@ class Settings(SettingsBase):
             )
         return self
 
+    @model_validator(mode="after")
+    def _a_lost_run_can_take_its_session(self) -> "Settings":
+        # A run taken over from a dead worker is handed on a lease or more after the death,
+        # then waits up to a turn's deadline for its session: the dead worker's hold on it
+        # (a session lock, renewed while it lived) must lapse within that.
+        lock = getattr(self, "session_lock_seconds", None)
+        deadline = getattr(self, "request_deadline_seconds", None)
+        if lock is not None and deadline is not None and lock >= self.runs_lease_seconds + deadline:
+            raise ValueError(
+                f"{ENV_PREFIX}SESSION_LOCK_SECONDS={lock} must be below {ENV_PREFIX}RUNS_LEASE_"
+                f"SECONDS={self.runs_lease_seconds} plus {ENV_PREFIX}REQUEST_DEADLINE_SECONDS="
+                f"{deadline}: a run taken over from a worker that died waits no longer than that "
+                "for the dead worker's hold on its session to lapse"
+            )
+        return self
+
 
 class RunRequest(ChatRequest):
     webhook_url: str | None = Field(
@@ -135,12 +153,13 @@ class Run(BaseModel):
 class Runs:
     """What the routes and the worker share: the store, the queue, the webhook settings."""
 
-    def __init__(self, store: RunStore, settings: Settings) -> None:
+    def __init__(self, store: RunStore, settings: Settings, tasks: TaskGroup) -> None:
         self.store = store
         self.queue, self._execute_run = make_queue(settings)
-        self._connection = AsyncExitStack()
-        self._connecting = asyncio.Lock()
+        self._tasks = tasks
+        self._connecting = anyio.Lock()
         self._connected = False
+        self._closing = anyio.Event()
         self.webhook_secret = (
             settings.runs_webhook_secret.get_secret_value() if settings.runs_webhook_secret else ""
         )
@@ -149,24 +168,28 @@ class Runs:
 
     async def _connect(self) -> None:
         """Connect the queue at its first use: the service starts while Redis is down, as
-        sessions let it."""
+        sessions let it. The connection is held by a task of the service's life, not by the
+        request that needed it first: the queue's client must be closed in the task and the
+        context that opened it, or shutting down fails."""
         async with self._connecting:
             if not self._connected:
-                await self._connection.enter_async_context(self.queue)
+                await self._tasks.start(self._hold_queue)
                 self._connected = True
 
-    async def close(self) -> None:
-        await self._connection.aclose()
+    async def _hold_queue(self, *, task_status: TaskStatus[None]) -> None:
+        async with self.queue:
+            task_status.started()
+            await self._closing.wait()
+
+    def close(self) -> None:
+        """Let the queue's connection, if opened, close."""
+        self._closing.set()
 
     async def enqueue(self, run_id: str) -> None:
         await self._connect()
         task = self._execute_run.enqueue(run_id)
         task.id = run_id
         await task
-
-    async def abort(self, run_id: str) -> None:
-        await self._connect()
-        await self.queue.abort_by_id(run_id, timeout=0)
 
     async def view(self, run_id: str, caller: str | None = None) -> Run:
         """The run as its caller sees it; 404 for a missing run or another caller's."""
@@ -200,18 +223,22 @@ def install(app: FastAPI, settings: Settings) -> None:
         url = str(settings.redis_url)  # type: ignore[attr-defined]
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         client = redis.Redis(connection_pool=pool)
-        app.state.runs = Runs(RunStore(client, ttl_seconds=settings.runs_ttl_seconds), settings)
+        store = RunStore(client, ttl_seconds=settings.runs_ttl_seconds)
         metrics = None
         if "observability" in FEATURES:
             from .metrics import register
 
             metrics = register(url)
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                app.state.runs = Runs(store, settings, tasks)
+                try:
+                    yield
+                finally:
+                    app.state.runs.close()
         finally:
             if metrics is not None:
                 metrics.close()
-            await app.state.runs.close()
             del app.state.runs
             await client.aclose()
 
@@ -391,22 +418,21 @@ async def cancel_run(
 
 
 async def _cancel(run: Run, runs: Runs) -> Run:
+    """Cancelled here and now, whoever holds the run: a queued one is never started, and the
+    execution of a running one, finding it no longer its own at its next beat, stops its
+    turn. Nothing depends on that worker being alive."""
     run_id = run.run_id
-    requested = await runs.store.transition(
-        run_id, from_statuses=["queued", "running"], cancel_requested="1"
-    )
-    if not requested:
-        raise ApiError(409, "run_finished", f"Run {run_id} has finished: {run.status}.")
-    cancelled_in_queue = await runs.store.transition(
+    cancelled = await runs.store.transition(
         run_id,
-        from_statuses=["queued"],
+        from_statuses=["queued", "running"],
         event=("cancelled", {}),
         status="cancelled",
         finished_at=now(),
     )
-    if cancelled_in_queue and run.session_id:
+    if not cancelled:
+        raise ApiError(409, "run_finished", f"Run {run_id} has finished: {run.status}.")
+    if run.session_id:
         await runs.store.release_session(current_caller(), run.session_id, run_id)
-    await runs.abort(run_id)
     return await runs.view(run_id)
 
 
