@@ -10,7 +10,7 @@ from ..agent.service import ChatService
 from ..dependencies import chat_service, conversations
 from ..errors import ApiError
 from ..extensions import NotReady, extensions
-from .schemas import ERROR_RESPONSES, ChatRequest, ChatResponse
+from .schemas import ERROR_RESPONSES, ChatBody, ChatResponse
 
 router = APIRouter()
 
@@ -38,7 +38,7 @@ async def readyz(
 
 @router.post("/v1/chat", summary="Answer the newest user turn", responses=ERROR_RESPONSES)
 async def chat(
-    body: ChatRequest,
+    body: ChatBody,
     request: Request,
     service: Annotated[ChatService, Depends(chat_service)],
     conversation_store: Annotated[Conversations, Depends(conversations)],

@@ -2,6 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Body
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -12,6 +13,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from ..project import FEATURES
 
 
 class ChatMessage(BaseModel):
@@ -145,6 +148,36 @@ class ChatRequest(BaseModel):
                 "messages: required, with at least 1 message, unless the request carries approvals"
             )
         return self
+
+
+def chat_examples() -> dict[str, dict[str, Any]]:
+    """The bodies the API docs page offers to "Try it out", each one answered as it stands by
+    this service: a `session_id` only where sessions are kept, and no `approvals`, which only
+    a turn paused for them can take."""
+    hello = {"role": "user", "content": "Hello"}
+    examples: dict[str, dict[str, Any]] = {
+        "new": {"summary": "A new conversation", "value": {"messages": [hello]}},
+        "history": {
+            "summary": "A conversation the client keeps: earlier turns first",
+            "value": {
+                "messages": [
+                    hello,
+                    {"role": "assistant", "content": "Hello! How can I help?"},
+                    {"role": "user", "content": "What can you do?"},
+                ]
+            },
+        },
+    }
+    if "sessions" in FEATURES:
+        examples["session"] = {
+            "summary": "A turn of a conversation the service keeps",
+            "value": {"session_id": "docs-example", "messages": [hello]},
+        }
+    return examples
+
+
+# A chat route's body, with the examples above in the OpenAPI document.
+ChatBody = Annotated[ChatRequest, Body(openapi_examples=chat_examples())]
 
 
 class Usage(BaseModel):

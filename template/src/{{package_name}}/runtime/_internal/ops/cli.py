@@ -1,16 +1,17 @@
-"""The service's command: `serve`, `worker`, `doctor`, `eval`, and the deterministic model
-server."""
+"""The service's command: `serve`, `dev`, `worker`, `doctor`, `eval`, and the deterministic
+model server."""
 
 import argparse
 import importlib
 import math
 import os
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from ..agent.fake_upstream import create_fake_upstream
-from ..project import FEATURES, PACKAGE_NAME, PROJECT_SLUG
+from ..project import ENV_PREFIX, FEATURES, PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError
 from . import doctor, evals
 
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--reload", action="store_true", help="restart on code changes (development)"
     )
+    dev = commands.add_parser(
+        "dev",
+        help=f"run the service for development: {ENV_PREFIX}ENVIRONMENT=development (the "
+        "playground, no API keys needed) and a restart on code changes",
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(workers=1, reload=True, timeout_keep_alive=5)
     doctor_command = commands.add_parser(
         "doctor",
         help="check this environment: settings, model server, Redis, token counter (one line "
@@ -104,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fake-upstream":
         uvicorn.run(create_fake_upstream(faults=True), host=args.host, port=args.port)
         return 0
+    if args.command == "dev":
+        # Set in the environment, so that the processes the reloader starts inherit it.
+        os.environ[f"{ENV_PREFIX}ENVIRONMENT"] = "development"
+        print(development_banner(args.host, args.port), file=sys.stderr)
     try:
         # Building the app checks the whole configuration: fail here, with one message,
         # rather than with a traceback in every worker.
+        package = importlib.import_module(PACKAGE_NAME)
         importlib.import_module(f"{PACKAGE_NAME}.main")
         settings = importlib.import_module(f"{PACKAGE_NAME}.settings").Settings.load()
     except ConfigurationError as error:
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         reload=args.reload,
+        # The package's own code, not the working directory with its virtual environment.
+        reload_dirs=[str(Path(package.__file__).parent)] if args.reload else None,
         log_config=None,
         access_log=False,
         http="h11",
@@ -130,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=shutdown_seconds,
     )
     return 0
+
+
+def development_banner(host: str, port: int) -> str:
+    address = f"http://{host}:{port}"
+    pages = [f"the API docs at {address}/docs"]
+    if "playground" in FEATURES:
+        pages.insert(0, f"the playground at {address}/playground")
+    return f"development mode ({ENV_PREFIX}ENVIRONMENT=development): " + ", ".join(pages)
 
 
 if __name__ == "__main__":

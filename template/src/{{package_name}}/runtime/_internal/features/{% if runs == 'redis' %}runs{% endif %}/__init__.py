@@ -19,7 +19,7 @@ import redis.asyncio as redis
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from coredis.exceptions import RedisError as CoredisError
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
@@ -30,7 +30,7 @@ from ...context import current_caller
 from ...dependencies import chat_service
 from ...errors import ApiError
 from ...extensions import extensions
-from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail
+from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail, chat_examples
 from ...project import ENV_PREFIX, FEATURES
 from ...settings import ListSetting, SettingsBase
 from .store import IdempotentRun, RunStatus, RunStore, new_run_id, now
@@ -288,7 +288,8 @@ RUN_ERRORS = ERROR_RESPONSES | {404: {"description": "No such run (of this calle
     },
 )
 async def create_run(
-    body: RunRequest,
+    # A chat body is a run's body: the API docs page offers the same examples.
+    body: Annotated[RunRequest, Body(openapi_examples=chat_examples())],
     service: Annotated[ChatService, Depends(chat_service)],
     runs: Annotated[Runs, Depends(the_runs)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
