@@ -203,7 +203,7 @@ def test_the_kubernetes_manifests_and_compose_file_validate(rendered: Rendered) 
         assert not manifests.exists() and not (rendered.path / "compose.yaml").exists()
         pytest.skip("this answer set has no Kubernetes manifests")
     files = sorted(str(path) for path in manifests.glob("*.yaml"))
-    workers = ["worker.yaml"] if rendered.answers["runs"] == "redis" else []
+    workers = ["worker.yaml"] if rendered.answers.get("runs", "none") == "redis" else []
     assert {Path(path).name for path in files} == {"api.yaml", "config.yaml", *workers}
     checked = tool(
         "kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, *files, cwd=rendered.path
@@ -218,7 +218,7 @@ def test_the_kubernetes_manifests_and_compose_file_validate(rendered: Rendered) 
     )
     assert compose.returncode == 0, compose.stdout + compose.stderr
     services = yaml.safe_load((rendered.path / "compose.yaml").read_text())["services"]
-    assert ("worker" in services) == (rendered.answers["runs"] == "redis")
+    assert ("worker" in services) == (rendered.answers.get("runs", "none") == "redis")
     assert ("redis" in services) == (rendered.answers["session_store"] == "redis")
     documents = [
         document for path in files for document in yaml.safe_load_all(Path(path).read_text())
