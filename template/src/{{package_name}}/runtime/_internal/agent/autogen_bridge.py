@@ -444,6 +444,7 @@ class McpServer:
         self._session: Any = None
         self._holder: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._starting = asyncio.Lock()
         self.state: McpServerState = "starting"
 
     async def start(self) -> list[ToolSchema]:
@@ -452,7 +453,7 @@ class McpServer:
         self._stopping = asyncio.Event()
         self._holder = asyncio.create_task(self._hold(listed), name=f"mcp server {self.name}")
         try:
-            tools = await asyncio.wait_for(asyncio.shield(listed), self._start_timeout)
+            tools = await asyncio.wait_for(listed, self._start_timeout)
         except BaseException:
             await self.stop()
             raise
@@ -525,24 +526,27 @@ class McpServer:
         if holder is None:
             return
         self._stopping.set()
-        try:
-            await asyncio.wait_for(holder, self._timeout)
-        except Exception as error:  # a crashed server cannot be stopped cleanly
-            log.info("mcp server not stopped cleanly", server=self.name, error=repr(error))
+        if self._session is None:  # still starting: there is no session to close cleanly
+            holder.cancel()
+        done, _ = await asyncio.wait([holder], timeout=self._timeout)
+        if not done:  # a crashed server cannot be stopped cleanly
+            holder.cancel()
+            log.info("mcp server not stopped cleanly", server=self.name)
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
         """The tool's answer as the model gets it, and whether it failed."""
-        if self._session is None:
-            try:
-                await self.start()
-            except Exception as error:
-                self.state = "unavailable"
-                log.warning("mcp server unavailable", server=self.name, error=repr(error))
-                return self._error("mcp_unavailable", "The tool's server cannot be reached."), True
+        async with self._starting:  # one new session, however many calls find none
+            if self._session is None:
+                try:
+                    await self.start()
+                except Exception as error:
+                    self.state = "unavailable"
+                    log.warning("mcp server unavailable", server=self.name, error=repr(error))
+            session = self._session
+        if session is None:
+            return self._error("mcp_unavailable", "The tool's server cannot be reached."), True
         try:
-            result = await asyncio.wait_for(
-                self._session.call_tool(tool, dict(arguments)), self._timeout
-            )
+            result = await asyncio.wait_for(session.call_tool(tool, dict(arguments)), self._timeout)
         except TimeoutError:
             # Hung, or gone without a word: the next call starts a new session either way.
             log.warning("mcp tool timed out", server=self.name, tool=tool)
