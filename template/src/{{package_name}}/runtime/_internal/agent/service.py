@@ -392,8 +392,10 @@ class ChatTurn:
             return event
         response = self._service.response(event)
         # Committed before the response is returned, so a response means a saved turn.
-        # A pause for approval adds no reply to the conversation: the next turn will.
-        reply = None if response.status == "awaiting_approval" else response.reply
+        # A pause for approval, or a limit reached before any agent wrote, adds no reply to
+        # the conversation: a later turn will.
+        paused = response.status == "awaiting_approval"
+        reply = None if paused or not response.reply.strip() else response.reply
         await self._conversation.commit(reply, event.state)
         return response
 
