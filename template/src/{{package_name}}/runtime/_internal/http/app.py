@@ -19,7 +19,7 @@ from ..extensions import extensions
 from ..features import INSTALLED, RuntimeSettings
 from ..ops.logging import configure_logging
 from ..project import ENV_PREFIX, PROJECT_NAME
-from ..settings import unknown_variables
+from ..settings import ConfigurationError, refuse_unless_below, unknown_variables
 from .docs import app_with_offline_docs
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from .routes import router
@@ -69,6 +69,16 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
         count_tokens=count_tokens,
         budget_for=lambda agent_name, overhead: history_budget(settings, agent_name, overhead),
     )
+    if crew.kind != "single":  # only a team's turn ends at TEAM_TURN_SECONDS
+        try:
+            refuse_unless_below(
+                settings,
+                "team_turn_seconds",
+                "request_deadline_seconds",
+                "a team's turn must end on its own before the deadline cuts it off with 504",
+            )
+        except ValueError as error:
+            raise ConfigurationError(f"Invalid configuration: {error}") from None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
