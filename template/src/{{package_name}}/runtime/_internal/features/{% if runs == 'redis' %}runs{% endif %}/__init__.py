@@ -22,7 +22,15 @@ from coredis.exceptions import RedisError as CoredisError
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from redis.exceptions import RedisError
 
 from ...agent.service import ChatService
@@ -50,8 +58,11 @@ def _within_redis_range(event_id: str) -> str:
 
 # An event id as the stream gives it, `<milliseconds>-<sequence>`, checked before a stream
 # starts: Redis refuses one out of range, and a stream that has begun cannot be a 422.
-EventId = Annotated[str, AfterValidator(_within_redis_range)]
-EVENT_ID = r"^\d{1,20}-\d{1,20}$"
+EventId = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{1,20}-\d{1,20}$"),
+    AfterValidator(_within_redis_range),
+]
 
 
 class Settings(SettingsBase):
@@ -446,8 +457,8 @@ async def _cancel(run: Run, runs: Runs) -> Run:
 async def run_events(
     run: Annotated[Run, Depends(owned_run)],
     runs: Annotated[Runs, Depends(the_runs)],
-    last_event_id: Annotated[EventId | None, Header(pattern=EVENT_ID)] = None,
-    after: Annotated[EventId | None, Query(pattern=EVENT_ID)] = None,
+    last_event_id: Annotated[EventId | None, Header()] = None,
+    after: Annotated[EventId | None, Query()] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Every event after `Last-Event-ID` (or `after`), in order, then the new ones as they
     come, ending with the run's last: `done` (the `/v1/chat` response), `error` or
