@@ -27,7 +27,7 @@ import anyio
 import structlog
 from fastapi import FastAPI
 from redis.exceptions import RedisError
-from streaq import Worker
+from streaq import StreaqRetry, Worker
 
 from ...agent.autogen_bridge import TextDelta, ToolCallStarted
 from ...agent.service import never_disconnected
@@ -46,6 +46,7 @@ WAIT_FOR_SESSION = frozenset({"session_busy", "session_store_unavailable"})
 STORE_RETRY_SECONDS = 0.5
 STORE_ERRORS = (RedisError, OSError)
 T = TypeVar("T")
+TRANSITION_TERMS = frozenset({"from_statuses", "at_attempt", "event"})  # not fields it sets
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,12 @@ def make_queue(settings: Any, service: Any = None) -> tuple[Worker[Any], Any]:
     @queue.task(name="execute_run", max_tries=None, ttl=3600)
     async def execute_run(run_id: str) -> None:
         app: FastAPI = queue.context
-        await execute(app, run_id, execution)
+        try:
+            await execute(app, run_id, execution)
+        except STORE_ERRORS as error:
+            # Redis away for longer than the writes wait: the run goes back to the queue
+            # rather than being dropped by it, and its record decides again then.
+            raise StreaqRetry(delay=int(execution.lease)) from error
 
     return queue, execute_run
 
@@ -123,9 +129,22 @@ async def persistently(write: Callable[[], Awaitable[T]], seconds: float) -> T:
             await anyio.sleep(STORE_RETRY_SECONDS)
 
 
+async def transitioned(store: RunStore, run_id: str, patience: float, **transition: Any) -> bool:
+    """`store.transition(run_id, **transition)`, tried again while Redis cannot be reached;
+    whether it landed. A try whose answer was lost (Redis carried it out as the connection
+    failed) makes the next one find the run changed: the record holding exactly the fields
+    this transition sets (its own times among them) says it was this one."""
+    if await persistently(partial(store.transition, run_id, **transition), patience):
+        return True
+    fields = {k: v for k, v in transition.items() if k not in TRANSITION_TERMS}
+    current = await persistently(partial(store.get, run_id), patience)
+    return current is not None and all(current.get(k) == v for k, v in fields.items())
+
+
 async def execute(app: FastAPI, run_id: str, execution: Execution) -> None:
     """Execute a run, or record why it cannot be: every way out leaves it finished, but a
-    cancellation by the worker's own shutdown, after which it is handed to another."""
+    cancellation by the worker's own shutdown and a Redis out of reach for longer than the
+    writes wait, after which the queue delivers it again."""
     store: RunStore = app.state.runs.store
     patience = execution.session_wait + execution.lease
     record = await persistently(lambda: store.get(run_id), patience)
@@ -150,19 +169,16 @@ async def execute(app: FastAPI, run_id: str, execution: Execution) -> None:
             return
     previous = int(record["attempt"])
     attempt = previous + 1
-    started = await persistently(
-        lambda: store.transition(
-            run_id,
-            from_statuses=[record["status"]],
-            at_attempt=previous,
-            event=("started", {"attempt": attempt}),
-            status="running",
-            attempt=str(attempt),
-            worker=execution.worker_id,
-            started_at=now(),
-            beat=now(),
-        ),
+    start = {"status": "running", "attempt": str(attempt), "worker": execution.worker_id}
+    start |= {"started_at": now(), "beat": now()}
+    started = await transitioned(
+        store,
+        run_id,
         patience,
+        from_statuses=[record["status"]],
+        at_attempt=previous,
+        event=("started", {"attempt": attempt}),
+        **start,
     )
     if not started:  # cancelled while queued, or another worker took it first
         return
@@ -295,11 +311,14 @@ async def _finish(
         fields["result"] = json.dumps(data)
     elif event_type == "error":
         fields["error"] = json.dumps(data["error"])
-    finished = await persistently(
-        lambda: runs.store.transition(
-            run_id, from_statuses=["running"], at_attempt=attempt, event=final, **fields
-        ),
+    finished = await transitioned(
+        runs.store,
+        run_id,
         patience,
+        from_statuses=["running"],
+        at_attempt=attempt,
+        event=final,
+        **fields,
     )
     if not finished:
         return
