@@ -151,12 +151,11 @@ def masked_like(real: Any, sample: Any) -> Any:
 
 
 def test_the_template_readmes_sample_reply_is_what_the_service_answers(
-    rendered: Rendered,
+    defaults_render: Rendered,
 ) -> None:
-    if rendered.name != "defaults":
-        pytest.skip("the template's README shows the service rendered with the defaults")
-    prefix, package = rendered.answers["env_prefix"], rendered.answers["package_name"]
-    asked = rendered.run(
+    answers = defaults_render.answers
+    prefix, package = answers["env_prefix"], answers["package_name"]
+    asked = defaults_render.run(
         "python",
         "-c",
         ASK_THE_APP.format(package=package),
