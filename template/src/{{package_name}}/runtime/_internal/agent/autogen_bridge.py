@@ -51,7 +51,7 @@ from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, To
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel, PrivateAttr
 
-from ..http.schemas import Approval, ChatMessage, StopReason
+from ..contract import Approval, ChatMessage, StopReason
 from ..settings import CoreSettings
 from .conversation import Awaiting, PendingCall, SavedState
 from .fake_upstream import create_fake_upstream

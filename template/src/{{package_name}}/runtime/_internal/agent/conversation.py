@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ApiError
-from ..http.schemas import ChatMessage, ChatRequest
+from ..contract import ChatMessage, ChatRequest
 
 
 class PendingCall(BaseModel):

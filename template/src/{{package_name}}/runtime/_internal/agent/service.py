@@ -10,7 +10,7 @@ import structlog
 
 from ..context import bind, current_caller, current_request_id
 from ..errors import ApiError, internal_error, upstream_error
-from ..http.schemas import (
+from ..contract import (
     Approval,
     ChatRequest,
     ChatResponse,

@@ -10,7 +10,7 @@ from ..agent.service import ChatService
 from ..dependencies import chat_service, conversations
 from ..errors import ApiError
 from ..extensions import NotReady, extensions
-from .schemas import ERROR_RESPONSES, ChatBody, ChatResponse
+from ..contract import ERROR_RESPONSES, ChatBody, ChatResponse
 
 router = APIRouter()
 

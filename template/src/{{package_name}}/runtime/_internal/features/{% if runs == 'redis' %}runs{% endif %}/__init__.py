@@ -38,7 +38,7 @@ from ...context import current_caller
 from ...dependencies import chat_service
 from ...errors import ApiError
 from ...extensions import extensions
-from ...http.schemas import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail, chat_examples
+from ...contract import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail, chat_examples
 from ...project import ENV_PREFIX, FEATURES
 from ...settings import ListSetting, SettingsBase
 from .store import IdempotentRun, RunStatus, RunStore, new_run_id, now

@@ -32,7 +32,7 @@ from streaq import StreaqRetry, Worker
 from ...agent.autogen_bridge import TextDelta, ToolCallStarted
 from ...agent.service import never_disconnected
 from ...errors import ApiError, internal_error
-from ...http.schemas import ChatRequest, ChatResponse
+from ...contract import ChatRequest, ChatResponse
 from ...project import PACKAGE_NAME
 from .store import FINISHED, RunStore, now
 from .webhooks import deliver

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..project import FEATURES
+from .project import FEATURES
 
 
 class ChatMessage(BaseModel):
