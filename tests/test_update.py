@@ -781,6 +781,145 @@ def test_the_runtime_import_migration_rewrites_the_teams_imports_once(tmp_path: 
     assert sort_check.returncode == 0, sort_check.stdout
 
 
+# A template's runtime at some release, as paths under runtime/ with what each holds, and the
+# team's edits of it: moved files, a file an answer removed, one unchanged, one kept.
+RELEASED_RUNTIME = {
+    "errors.py": "ERRORS = 1\n",
+    "_internal/agent/autogen_bridge.py": "BRIDGE = 1\n",
+    "_internal/http/schemas.py": "SCHEMAS = 1\n",
+    "_internal/features/streaming.py": "STREAMING = 1\n",
+    "_internal/kept.py": "KEPT = 1\n",
+}
+TEAM_RUNTIME_EDITS = {
+    "_internal/agent/autogen_bridge.py": "BRIDGE = 1\n# Team: retries for our gateway.\n",
+    "_internal/http/schemas.py": "SCHEMAS = 2  # Team: our clients send more.\n",
+    "_internal/features/streaming.py": "STREAMING = 1\n# Team: a note.\n",
+    "_internal/kept.py": "KEPT = 2\n",
+}
+
+
+def make_released_template(path: Path) -> str:
+    """A Copier template holding RELEASED_RUNTIME, committed; the commit."""
+    (path / "copier.yml").parent.mkdir(parents=True)
+    (path / "copier.yml").write_text("package_name:\n  type: str\n  default: app\n")
+    for name, text in RELEASED_RUNTIME.items():
+        file = path / "src" / "{{package_name}}" / "runtime" / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    git(path, "init", "--quiet")
+    return commit_all(path, "a release")
+
+
+def test_the_keep_edits_migration_saves_each_edited_runtime_file_the_update_removed(
+    tmp_path: Path,
+) -> None:
+    commit = make_released_template(tmp_path / "template")
+    service = tmp_path / "service"
+    runtime = service / "src" / "app" / "runtime"
+    for name, text in {**RELEASED_RUNTIME, **TEAM_RUNTIME_EDITS}.items():
+        (runtime / name).parent.mkdir(parents=True, exist_ok=True)
+        (runtime / name).write_text(text)
+    answers = {"_commit": commit, "_src_path": str(tmp_path / "template"), "package_name": "app"}
+    (service / ".copier-answers.yml").write_text(yaml.safe_dump(answers))
+    git(tmp_path, "init", "--quiet", str(service))
+    commit_all(service, "the service as its team left it")
+    # What the update deletes: the template no longer has these.
+    removed = ["errors.py", *[name for name in TEAM_RUNTIME_EDITS if name != "_internal/kept.py"]]
+    for name in removed:
+        (runtime / name).unlink()
+
+    output = run_script(MIGRATIONS / "keep_runtime_edits.py", "app", cwd=service)
+
+    saved = service / "runtime-edits"
+    assert sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file()) == [
+        "_internal/agent/autogen_bridge.py.diff",
+        "_internal/features/streaming.py.diff",
+        "_internal/http/schemas.py.diff",
+    ]
+    patch = (saved / "_internal/http/schemas.py.diff").read_text()
+    assert patch.endswith(
+        "@@ -1 +1 @@\n-SCHEMAS = 1\n+SCHEMAS = 2  # Team: our clients send more.\n"
+    )
+    assert (
+        "+# Team: retries for our gateway.\n"
+        in (saved / "_internal/agent/autogen_bridge.py.diff").read_text()
+    )
+    lines = output.splitlines()
+    assert len(lines) == 3, output
+    bridge, streaming, schemas = lines
+    assert bridge.startswith(
+        "migration: your edit of src/app/runtime/_internal/agent/autogen_bridge.py is kept in "
+        "runtime-edits/_internal/agent/autogen_bridge.py.diff: its code is now in "
+        "src/app/runtime/_internal/agent/engines/autogen/, src/app/runtime/_internal/agent/turn.py"
+    ), bridge
+    assert "the update removed the file; port the edit where it still applies" in streaming
+    assert "its code is now in src/app/runtime/_internal/contract.py; port the edit there" in (
+        schemas
+    )
+    assert all(line.endswith(", then delete runtime-edits/") for line in lines)
+
+    # Once the update is committed, nothing is deleted any more: nothing to do.
+    commit_all(service, "the update")
+    assert run_script(MIGRATIONS / "keep_runtime_edits.py", "app", cwd=service) == ""
+
+
+# The commit of the 0.3 layout, before the engine seam split the AutoGen bridge.
+LAYOUT_0_3 = "f2ec4ee"
+TEMPLATE_RUNTIME = "template/src/{{package_name}}/runtime"
+CONDITIONAL_NAME = re.compile(r"\{%.*?%\}(?P<name>.*?)\{%.*?%\}")
+
+
+def as_rendered(path: str) -> str:
+    """A runtime file's path under runtime/ in a service: no Jinja, no `.jinja` suffix."""
+    return CONDITIONAL_NAME.sub(r"\g<name>", path).removesuffix(".jinja")
+
+
+def defined_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
+
+
+def test_the_migrations_know_where_every_removed_runtime_module_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(MIGRATIONS))
+    keep_runtime_edits = __import__("keep_runtime_edits")
+    runtime = TEMPLATE / TEMPLATE_RUNTIME
+    # Each runtime file as a service has it, under runtime/, and its file in the template.
+    now = {
+        as_rendered(path.relative_to(runtime).as_posix()): path
+        for path in runtime.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    then = git(TEMPLATE, "ls-tree", "-r", "-z", "--name-only", LAYOUT_0_3, f"{TEMPLATE_RUNTIME}/")
+    removed = {
+        as_rendered(name.removeprefix(f"{TEMPLATE_RUNTIME}/")) for name in then.split("\0") if name
+    } - set(now)
+    assert removed <= set(keep_runtime_edits.MOVED_FILES), (
+        f"say where these went in MOVED_FILES of keep_runtime_edits.py: {sorted(removed)}"
+    )
+    for old, places in keep_runtime_edits.MOVED_FILES.items():
+        for place in places:
+            in_template = any(name.startswith(place) for name in now)
+            assert in_template if place.endswith("/") else place in now, (
+                f"MOVED_FILES sends {old} to {place}, which the template lacks"
+            )
+    # Where runtime_public_api.py points the team's imports of the old flat modules.
+    public_api = sys.modules["runtime_public_api"]
+    for old, new in public_api.MOVED_MODULES.items():
+        module = new.replace(".", "/")
+        assert f"{module}.py" in now or f"{module}/__init__.py" in now, (old, new)
+    for name, new in public_api.MOVED_NAMES.items():
+        module = now.get(f"{new.replace('.', '/')}.py")
+        assert module and name in defined_names(module.read_text()), (name, new)
+
+
 def run_leftover_check(project: Path) -> subprocess.CompletedProcess[str]:
     check = project / "tests" / "runtime" / LEFTOVER_CHECK.name
     check.parent.mkdir(parents=True, exist_ok=True)

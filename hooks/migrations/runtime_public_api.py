@@ -45,7 +45,8 @@ PUBLIC = frozenset(
 MOVED_MODULES = {
     "app": "_internal.http.app",
     "auth": "_internal.features.auth",
-    "autogen_bridge": "_internal.agent.autogen_bridge",
+    # Split by 0.4: the turn's events and results stay engine-neutral, the rest is AutoGen's.
+    "autogen_bridge": "_internal.agent.turn",
     "body_limit": "_internal.http.middleware",
     "cli": "_internal.ops.cli",
     "errors": "_internal.errors",
@@ -55,7 +56,7 @@ MOVED_MODULES = {
     "metrics": "_internal.features.observability.metrics",
     "request_context": "_internal.http.middleware",
     "routes": "_internal.http.routes",
-    "schemas": "_internal.http.schemas",
+    "schemas": "_internal.contract",
     "service": "_internal.agent.service",
     "sessions": "_internal.features.sessions",
     "settings": "_internal.settings",
@@ -70,6 +71,9 @@ MOVED_NAMES = {
     "current_request_id": "_internal.context",
     "chat_service": "_internal.dependencies",
     "settings_reference": "_internal.settings",
+    "build_model_client": "_internal.agent.engines.autogen.client",
+    "message_text": "_internal.agent.engines.autogen.context",
+    "TurnTrimmingContext": "_internal.agent.engines.autogen.context",
 }
 _OLD = "|".join(sorted(MOVED_MODULES))
 # ruff's line length in the rendered pyproject.toml: a longer import is wrapped, as ruff wraps it.
