@@ -1,6 +1,6 @@
 """Every combination of the optional questions renders a project that lints, compiles and imports.
 
-conftest.py's `rendered` takes three renders in depth; this module goes wide instead: each
+conftest.py's `rendered` takes a few renders in depth; this module goes wide instead: each
 combination of the bool and multiple-choice questions of copier.yml is rendered once, and all
 renders are checked together from one shared environment, so the whole matrix stays fast.
 """
@@ -38,6 +38,13 @@ COPIER_REFUSAL = re.compile(r"^(Validation error for question|Invalid choice for
 RENDER_NAME = re.compile(r"combination-\d{3}")
 
 Answers = dict[str, Any]
+Answer = tuple[str, Any]  # (question, answer)
+# An answer that needs another one: Copier refuses a set that has the first without it.
+NEEDS: dict[Answer, Answer] = {
+    ("runs", "redis"): ("session_store", "redis"),
+    ("kubernetes", True): ("docker", True),
+    ("engine", "agent_framework"): ("agent_team", "single"),
+}
 
 
 def optional_questions(copier_config: dict[str, Any]) -> dict[str, list[Any]]:
@@ -63,13 +70,35 @@ def choice_values(choices: dict[str, Any] | list[Any]) -> list[Any]:
     return [value["value"] if isinstance(value, dict) else value for value in values]
 
 
-def answer_sets(questions: dict[str, list[Any]], limit: int = MAX_RENDERS) -> list[Answers]:
-    """Every combination of answers, or, when there are more than `limit`, every pair."""
+def compatible(first: Answer, second: Answer, needs: dict[Answer, Answer]) -> bool:
+    """Whether Copier accepts these two answers in one answer set."""
+    for answer, other in ((first, second), (second, first)):
+        needed = needs.get(answer)
+        if needed is not None and needed[0] == other[0] and needed[1] != other[1]:
+            return False
+    return True
+
+
+def answer_sets(
+    questions: dict[str, list[Any]],
+    limit: int = MAX_RENDERS,
+    needs: dict[Answer, Answer] = NEEDS,
+) -> list[Answers]:
+    """Every combination of answers that Copier accepts, or, when there are more than `limit`
+    combinations, every pair of answers that it accepts."""
     if math.prod(len(answers) for answers in questions.values()) > limit:
-        return all_pairs(questions)
-    return [
+        return all_pairs(questions, needs)
+    combinations = [
         dict(zip(questions, values, strict=True))
         for values in itertools.product(*questions.values())
+    ]
+    return [
+        answers
+        for answers in combinations
+        if all(
+            compatible(first, second, needs)
+            for first, second in itertools.combinations(answers.items(), 2)
+        )
     ]
 
 
@@ -88,20 +117,28 @@ def _newly_covered(
     )
 
 
-def all_pairs(questions: dict[str, list[Any]]) -> list[Answers]:
-    """Answer sets in which any two answers to two different questions appear together.
+def all_pairs(questions: dict[str, list[Any]], needs: dict[Answer, Answer]) -> list[Answers]:
+    """Answer sets in which any two answers to two different questions that Copier accepts
+    together appear together, and none that it refuses.
 
     Greedy, on indices so that the result never depends on hashing: each set starts from the
     smallest pair not yet covered, and every other question gets the answer that covers most
-    uncovered pairs with the answers chosen so far (the first such answer on a tie).
+    uncovered pairs with the answers chosen so far (the first such answer on a tie), among the
+    answers that go with them.
     """
     names = list(questions)
     sizes = [len(questions[name]) for name in names]
+
+    def goes_with(question: int, answer: int, other: int, other_answer: int) -> bool:
+        first = (names[question], questions[names[question]][answer])
+        return compatible(first, (names[other], questions[names[other]][other_answer]), needs)
+
     uncovered = {
         (question, answer, other, other_answer)
         for question, other in itertools.combinations(range(len(names)), 2)
         for answer in range(sizes[question])
         for other_answer in range(sizes[other])
+        if goes_with(question, answer, other, other_answer)
     }
     sets = []
     while uncovered:
@@ -109,11 +146,17 @@ def all_pairs(questions: dict[str, list[Any]]) -> list[Answers]:
         chosen = {question: answer, other: other_answer}
         for next_question in range(len(names)):
             if next_question not in chosen:
+                candidates = [
+                    candidate
+                    for candidate in range(sizes[next_question])
+                    if all(goes_with(next_question, candidate, *pick) for pick in chosen.items())
+                ]
+                assert candidates, f"no answer to {names[next_question]} goes with {chosen}"
                 gains = [
                     _newly_covered(next_question, candidate, chosen, uncovered)
-                    for candidate in range(sizes[next_question])
+                    for candidate in candidates
                 ]
-                chosen[next_question] = gains.index(max(gains))
+                chosen[next_question] = candidates[gains.index(max(gains))]
         uncovered -= {
             _pair(first, chosen[first], second, chosen[second])
             for first, second in itertools.combinations(chosen, 2)
@@ -133,6 +176,7 @@ FUTURE_QUESTIONS = {
     "ci": ["github", "none"],
     "kubernetes": [True, False],
     "agent_team": ["single", "round_robin", "selector", "swarm"],
+    "engine": ["autogen", "agent_framework", "a_third"],
     "runs": ["none", "memory", "redis"],
 }
 
@@ -150,7 +194,14 @@ def test_choices_in_every_form_copier_takes() -> None:
     assert choice_values(["a", ["b label", "b"]]) == ["a", "b"]
 
 
-@pytest.mark.parametrize("answers", [{"auth": "oauth"}, {"python_version": "3.10"}])
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"auth": "oauth"},
+        {"python_version": "3.10"},
+        {"engine": "agent_framework", "agent_team": "swarm"},
+    ],
+)
 def test_copier_refusals_are_recognised(tmp_path: Path, answers: Answers) -> None:
     with pytest.raises(ValueError) as refusal:
         render(tmp_path / "out", answers, pretend=True, skip_tasks=True)
@@ -166,16 +217,36 @@ def test_few_questions_get_every_combination() -> None:
     )
 
 
-def test_many_questions_get_every_pair_of_answers() -> None:
+def accepted_pairs(questions: dict[str, list[Any]]) -> set[tuple[Answer, Answer]]:
+    return {
+        ((first, answer), (second, other_answer))
+        for first, second in itertools.combinations(questions, 2)
+        for answer in questions[first]
+        for other_answer in questions[second]
+        if compatible((first, answer), (second, other_answer), NEEDS)
+    }
+
+
+def covered_pairs(sets: list[Answers]) -> set[tuple[Answer, Answer]]:
+    return {pair for answers in sets for pair in itertools.combinations(answers.items(), 2)}
+
+
+def test_many_questions_get_every_pair_of_answers_copier_accepts() -> None:
     assert math.prod(len(answers) for answers in FUTURE_QUESTIONS.values()) > MAX_RENDERS
     sets = answer_sets(FUTURE_QUESTIONS)
     assert sets == answer_sets(FUTURE_QUESTIONS)  # deterministic
     assert all(list(answers) == list(FUTURE_QUESTIONS) for answers in sets)
-    for first, second in itertools.combinations(FUTURE_QUESTIONS, 2):
-        covered = {(answers[first], answers[second]) for answers in sets}
-        assert covered == set(itertools.product(FUTURE_QUESTIONS[first], FUTURE_QUESTIONS[second]))
+    assert covered_pairs(sets) == accepted_pairs(FUTURE_QUESTIONS)
     # agent_team x runs alone needs 12 sets; greedy may use a few more, never hundreds.
     assert len(sets) <= 20
+
+
+def test_the_matrix_takes_every_pair_of_answers_copier_accepts() -> None:
+    questions = optional_questions(yaml.safe_load((TEMPLATE / "copier.yml").read_text()))
+    assert questions["engine"] == ["autogen", "agent_framework"]
+    sets = answer_sets(questions)
+    # A set that breaks a need would be refused, and the other pairs it holds lost.
+    assert covered_pairs(sets) == accepted_pairs(questions)
 
 
 @dataclass(frozen=True, eq=False)  # each render is itself, whatever its answers
@@ -223,17 +294,6 @@ def source_digest(render_path: Path) -> str:
     return digest.hexdigest()
 
 
-# An answer that needs another one: Copier refuses a set that has the first without it.
-NEEDS = {("runs", "redis"): ("session_store", "redis"), ("kubernetes", True): ("docker", True)}
-
-
-def with_what_they_need(answers: Answers) -> Answers:
-    for (question, answer), (other, needed) in NEEDS.items():
-        if answers.get(question) == answer:
-            answers = {**answers, other: needed}
-    return answers
-
-
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     questions = optional_questions(yaml.safe_load((TEMPLATE / "copier.yml").read_text()))
@@ -251,8 +311,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
         ) as pool,
     ):
         jobs = []
-        for index, generated in enumerate(answer_sets(questions)):
-            answers = with_what_they_need(generated)
+        for index, answers in enumerate(answer_sets(questions)):
             path = built.root / f"combination-{index:03d}"
             jobs.append((answers, path, pool.submit(render, path, answers, skip_tasks=True)))
         for answers, path, job in jobs:
