@@ -47,6 +47,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # A team that hands over, asks the user and waits for approvals, with its state in Redis,
     # tools from MCP servers, and an A2A server.
     "swarm": {"agent_team": "swarm", "session_store": "redis", "mcp_tools": True, "a2a": True},
+    # A lone agent on the second engine, Microsoft Agent Framework, with what it must carry:
+    # Redis sessions and runs, the OpenAI-compatible API and tools from MCP servers.
+    "agent_framework": {
+        "engine": "agent_framework",
+        "session_store": "redis",
+        "runs": "redis",
+        "openai_api": True,
+        "mcp_tools": True,
+    },
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
         "streaming": False,

@@ -1,10 +1,14 @@
-"""Every question's validator rejects a bad value with a message and accepts a good one."""
+"""Every question's validator rejects a bad value with a message and accepts a good one; an
+answer changes only what it should."""
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pathspec
 import pytest
 import yaml
-from rendering import TEMPLATE, render
+from rendering import TEMPLATE, VARIANTS, Rendered, render
 
 CASES = [
     ("project_name", "Support Desk", ""),
@@ -67,6 +71,53 @@ def test_runs_given_without_redis_sessions_is_refused(tmp_path: Path) -> None:
     expected = "Validation error for question 'runs': .*answer session_store=redis too"
     with pytest.raises(ValueError, match=expected):
         render(tmp_path / "out", {"runs": "redis"}, pretend=True, skip_tasks=True)
+
+
+def test_a_team_on_agent_framework_is_refused_with_one_line(tmp_path: Path) -> None:
+    render(tmp_path / "lone", {"engine": "agent_framework"}, pretend=True, skip_tasks=True)
+    with pytest.raises(ValueError, match="Validation error for question 'engine': ") as raised:
+        render(
+            tmp_path / "team",
+            {"engine": "agent_framework", "agent_team": "swarm"},
+            pretend=True,
+            skip_tasks=True,
+        )
+    message = str(raised.value).split(": ", 1)[1].strip()
+    assert message.splitlines() == [
+        "Teams on Agent Framework are not supported yet: answer agent_team=single, or "
+        "engine=autogen."
+    ]
+
+
+def team_files(project: Path, package_name: str) -> dict[str, bytes]:
+    """The files of `project` that `_skip_if_exists` in copier.yml gives the team, by path."""
+    patterns = yaml.safe_load((TEMPLATE / "copier.yml").read_text())["_skip_if_exists"]
+    rendered = [pattern.replace("{{ package_name }}", package_name) for pattern in patterns]
+    spec = pathspec.PathSpec.from_lines("gitignore", rendered)
+    files = {}
+    for directory, subdirectories, names in os.walk(project):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for path in (Path(directory, name) for name in names):
+            name = path.relative_to(project).as_posix()
+            # Recordings of model calls are the engine's: their request bodies differ.
+            if spec.match_file(name) and not name.startswith("evals/cassettes/"):
+                files[name] = path.read_bytes()
+    return files
+
+
+def test_the_teams_files_are_the_same_on_either_engine(
+    tmp_path: Path, render_variant: Callable[[str], Rendered]
+) -> None:
+    on_agent_framework = render_variant("agent_framework")
+    answers = {**VARIANTS["agent_framework"], "engine": "autogen"}
+    on_autogen = render(tmp_path / "autogen", answers, skip_tasks=True)
+    package_name = on_agent_framework.answers["package_name"]
+
+    files = team_files(on_agent_framework.path, package_name)
+    assert {f"src/{package_name}/agent.py", "tests/test_evals.py", "evals/support.jsonl"} <= set(
+        files
+    )
+    assert team_files(on_autogen, package_name) == files
 
 
 def test_no_question_shows_a_first_time_user_how_to_update() -> None:
