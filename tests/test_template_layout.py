@@ -59,6 +59,24 @@ def test_every_feature_module_plugs_in_the_same_way() -> None:
         assert f"'{feature}'" in installed_features, f"{feature} is missing from copier.yml"
 
 
+def test_every_engine_is_a_whole_package_switched_in_by_its_answer() -> None:
+    engine = yaml.safe_load((TEMPLATE / "copier.yml").read_text())["engine"]
+    engines = RUNTIME / "_internal" / "agent" / "engines"
+    packages = {p.name: p for p in engines.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert sorted(packages) == sorted(
+        f"{{% if engine == '{name}' %}}{name}{{% endif %}}" for name in engine["choices"].values()
+    )
+    for package in packages.values():
+        # What the loader (agent/engine.py) takes from the one engine a service has.
+        tree = ast.parse((package / "__init__.py").read_text())
+        [exported] = [
+            node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__all__"]
+        ]
+        assert sorted(ast.literal_eval(exported)) == ["Engine", "FEATURES"], package.name
+
+
 def test_the_import_migration_knows_every_public_name() -> None:
     # A name missing from the migration's list would be pointed at `_internal` instead.
     tree = ast.parse((RUNTIME / "__init__.py").read_text())
