@@ -1,0 +1,179 @@
+"""The agents' tools as Agent Framework holds them, and the function middleware that runs
+every call: the service's own tools through the JSON-safe wrapper, an MCP server's, the
+tools that wait for a person's approval, and `ask_user`."""
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from agent_framework import (
+    Content,
+    FunctionInvocationContext,
+    FunctionMiddleware,
+    FunctionTool,
+    MiddlewareTermination,
+)
+from agent_framework.observability import get_function_span, get_function_span_attributes
+
+from ...approvals import AWAITING_APPROVAL, arguments_problem
+from ...instrumentation import Instrumentation
+from ...lineup import McpTool
+from ...specs import USER
+from ...tools import ServiceTool
+from ...transcript import CallResult
+from .client import result_text
+from .state import current_turn
+
+ASK_USER = "ask_user"
+
+
+class _AnsweringTool(FunctionTool):
+    """A tool whose `invoke` runs it whole: its arguments are checked, and its result and
+    errors written, by the service, not by Agent Framework."""
+
+    @property
+    def declaration_only(self) -> bool:
+        return False  # `invoke` is the implementation: there is no Python function to wrap
+
+    async def invoke(self, *, arguments: Any = None, **_: Any) -> list[Content]:
+        mapping = dict(arguments) if isinstance(arguments, Mapping) else {}
+        return [Content.from_text(await self.answer(mapping))]
+
+    async def answer(self, arguments: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def refuse(self, problem: str) -> str:
+        """What the model receives for arguments that never reached the tool."""
+        raise NotImplementedError
+
+
+class ServiceFunctionTool(_AnsweringTool):
+    """One of the service's tools, answered by `ServiceTool.call`: canonical JSON, within
+    the size limit, and a structured error for whatever goes wrong."""
+
+    def __init__(
+        self, service_tool: ServiceTool, max_chars: int, instrumentation: Instrumentation
+    ) -> None:
+        # The schema Agent Framework would infer from the function, taken once.
+        inferred = FunctionTool(
+            name=service_tool.name, description=service_tool.description, func=service_tool.function
+        )
+        super().__init__(
+            name=service_tool.name,
+            description=service_tool.description,
+            input_model=inferred.parameters(),
+        )
+        self._service_tool = service_tool
+        self._max_chars = max_chars
+        self._record_outcome = instrumentation.tool_call
+
+    async def answer(self, arguments: Mapping[str, Any]) -> str:
+        result = await self._service_tool.call(arguments, max_chars=self._max_chars)
+        self._record_outcome(self.name, result.outcome)
+        return result.text
+
+    def refuse(self, problem: str) -> str:
+        result = self._service_tool.reject_arguments(problem, max_chars=self._max_chars)
+        self._record_outcome(self.name, result.outcome)
+        return result.text
+
+
+class McpFunctionTool(_AnsweringTool):
+    """A tool of an MCP server, under the name `<server>_<tool>`."""
+
+    def __init__(self, tool: McpTool, instrumentation: Instrumentation) -> None:
+        super().__init__(
+            name=tool.name, description=tool.description, input_model=tool.schema["parameters"]
+        )
+        self._server = tool.server
+        self._tool = tool.schema["name"]
+        self._record_outcome = instrumentation.tool_call
+
+    async def answer(self, arguments: Mapping[str, Any]) -> str:
+        text, failed = await self._server.call(self._tool, arguments)
+        self._record_outcome(self.name, "tool_error" if failed else "ok")
+        return text
+
+    def refuse(self, problem: str) -> str:
+        text = self._server.reject_arguments(self._tool, problem)
+        self._record_outcome(self.name, "invalid_arguments")
+        return text
+
+
+def _ask_user(question: str) -> str:
+    return question
+
+
+ASK_USER_TOOL = FunctionTool(
+    name=ASK_USER,
+    description="Ask the user a question and end your turn until they answer. Use it only "
+    "when you cannot go on without something that only the user knows.",
+    func=_ask_user,
+)
+
+
+class ToolCalls(FunctionMiddleware):
+    """Runs every tool call of a turn, and tells the turn's story of it.
+
+    A call whose arguments are no JSON object is refused with our `invalid_arguments` error:
+    Agent Framework would hand the tool `{"raw": text}`. A call of a tool that needs
+    approval, and a question for the user, end the turn: the first answers the model with a
+    placeholder, which the next turn replaces with the real result once a person decided.
+    """
+
+    async def process(
+        self, context: FunctionInvocationContext, call_next: Callable[[], Awaitable[None]]
+    ) -> None:
+        turn = current_turn.get()
+        if turn is None:  # a call made outside any turn of ours
+            await call_next()
+            return
+        tool = context.function
+        call_id = str(context.metadata["call_id"])
+        arguments = turn.arguments.get(call_id, "{}")
+        if tool.name == ASK_USER:
+            question = _question(arguments)
+            turn.transcript.handoff(turn.agent, USER, question)
+            context.result = question
+            raise MiddlewareTermination(result=question)
+        if tool.name in turn.member.needs_approval:
+            turn.transcript.handoff(turn.agent, USER, AWAITING_APPROVAL)
+            context.result = AWAITING_APPROVAL
+            raise MiddlewareTermination(result=AWAITING_APPROVAL)
+        with tool_span(tool, call_id):
+            problem = arguments_problem(arguments)
+            if problem is not None and isinstance(tool, _AnsweringTool):
+                context.result = tool.refuse(f"arguments: {problem}")
+            else:
+                await call_next()
+        content = context.result if isinstance(context.result, str) else _text(context.result)
+        answered = CallResult(call_id=call_id, name=tool.name, content=content, is_error=False)
+        for event in turn.transcript.calls_answered(turn.agent, [answered]):
+            turn.emit(event)
+
+
+def tool_span(tool: FunctionTool, call_id: str) -> AbstractContextManager[object]:
+    """The span of one tool call, as Agent Framework names it (`execute_tool <name>`): the
+    tool's own logs and its outcome are recorded under it."""
+    return get_function_span(get_function_span_attributes(tool, call_id))
+
+
+def _question(arguments: str) -> str:
+    try:
+        parsed = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+    if isinstance(parsed, dict) and isinstance(parsed.get("question"), str):
+        return parsed["question"]
+    return arguments
+
+
+def _text(result: Any) -> str:
+    if isinstance(result, list):
+        return "".join(
+            result_text(part) if part.type == "function_result" else part.text or ""
+            for part in result
+            if isinstance(part, Content)
+        )
+    return "" if result is None else str(result)
