@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_
 
 from dotenv import dotenv_values
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     BeforeValidator,
     Field,
@@ -25,6 +26,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .project import DEFAULT_MODEL, ENV_PREFIX
 
 _ORIGIN = re.compile(r"https?://[^/\s]+")
+# Settings renamed since an earlier template version, old name → new, without the prefix:
+# the old variable is still read, with a warning at start-up.
+RENAMED = {"LOG_AUTOGEN_EVENTS": "LOG_ENGINE_EVENTS"}
 
 
 class ConfigurationError(Exception):
@@ -76,6 +80,9 @@ class SettingsBase(BaseSettings):
         env_file=".env",
         extra="ignore",
         protected_namespaces=(),
+        # A field read from more than one variable (a renamed setting) is still set by its
+        # name in code.
+        populate_by_name=True,
     )
 
 
@@ -210,9 +217,13 @@ class CoreSettings(SettingsBase):
         description="`json`: one JSON object per line; `console`: readable, for development.",
     )
 
-    log_autogen_events: bool = Field(
+    log_engine_events: bool = Field(
         False,
-        description="Write AutoGen's event log (whole prompts, replies and tool arguments). "
+        # Read under its name of template 0.3 too, which `unknown_variables` reports.
+        validation_alias=AliasChoices(
+            f"{ENV_PREFIX}LOG_ENGINE_EVENTS", f"{ENV_PREFIX}LOG_AUTOGEN_EVENTS"
+        ),
+        description="Write the engine's event log (whole prompts, replies and tool arguments). "
         "Personal data: for debugging only.",
     )
     log_payload_shape: bool = Field(
@@ -303,6 +314,10 @@ def unknown_variables(settings_class: type[BaseSettings]) -> list[str]:
     for name in sorted(_prefixed(os.environ) | _prefixed(from_file)):
         setting = name.upper().removeprefix(ENV_PREFIX)
         if setting in known:
+            continue
+        if setting in RENAMED:
+            renamed = f"{ENV_PREFIX}{RENAMED[setting]}"
+            sentences.append(f"{name} is deprecated and read as {renamed}: rename it")
             continue
         # Compared without the prefix, which every name shares.
         nearest = difflib.get_close_matches(setting, known, n=1)

@@ -10,10 +10,10 @@ is nothing to save; the sessions feature plugs in a store that keeps conversatio
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..errors import ApiError
 from ..contract import ChatMessage, ChatRequest
+from ..errors import ApiError
 
 
 class PendingCall(BaseModel):
@@ -37,7 +37,8 @@ class Awaiting(BaseModel):
 
 
 class SavedState(BaseModel):
-    """What the agents leave for the next turn: a team's state, or a turn paused for approval.
+    """What the agents leave for the next turn: a team's state, or a turn paused for approval,
+    in an envelope that names the engine whose state it holds.
 
     Strict, as it is read back from storage that anyone may have written: a value of the
     wrong type is refused when the record is read, never found out in the middle of a turn.
@@ -45,10 +46,21 @@ class SavedState(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    kind: str  # of the crew that saved it: "single", or a team's kind
+    engine: str  # the name of the engine that saved it (`project.ENGINE`)
+    kind: str  # of the lineup that saved it: "single", or a team's kind
     agents: tuple[str, ...]
-    autogen: dict[str, Any]  # AutoGen's own `save_state()`, which only AutoGen reads
+    engine_state: dict[str, Any]  # the engine's own, which only that engine reads
     awaiting: Awaiting | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_before_engines(cls, data: Any) -> Any:
+        # Saved by template 0.3 or earlier, which ran on AutoGen alone and kept its state
+        # under `autogen`.
+        if isinstance(data, dict) and "engine" not in data and "autogen" in data:
+            rest = {key: value for key, value in data.items() if key != "autogen"}
+            return rest | {"engine": "autogen", "engine_state": data["autogen"]}
+        return data
 
 
 class Conversation(Protocol):

@@ -2,14 +2,11 @@
 usage accounting."""
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-import openai
 import structlog
 
 from ..context import bind, current_caller, current_request_id
-from ..errors import ApiError, internal_error, upstream_error
 from ..contract import (
     Approval,
     ChatRequest,
@@ -19,26 +16,23 @@ from ..contract import (
     TurnStatus,
     Usage,
 )
+from ..errors import ApiError, internal_error, upstream_error
 from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
-from .autogen_bridge import (
-    AgentTool,
-    CancellationToken,
-    Crew,
+from .approvals import arguments_problem
+from .conversation import Awaiting, Conversation, Conversations, SavedState
+from .engine import Engine
+from .mcp_client import McpServer, McpToolSchema
+from .tokens import TokenCounter, message_tokens
+from .turn import (
     InnerMessage,
-    ModelClient,
-    PayloadLogging,
     StateRefused,
     TextDelta,
     TurnEvent,
     TurnInput,
     TurnResult,
-    arguments_problem,
-    new_cancellation_token,
-    raised_by_framework,
+    UnusableAnswer,
 )
-from .conversation import Awaiting, Conversation, Conversations, SavedState
-from .tokens import TokenCounter, message_tokens
 
 log = structlog.get_logger(__name__)
 
@@ -68,48 +62,34 @@ def history_budget(settings: CoreSettings, agent_name: str, overhead: int) -> in
 
 
 class ChatService:
-    """Answers chat turns. Holds only what is safe to share: settings, the client, built tools."""
+    """Answers chat turns. Holds only what is safe to share: settings, the engine."""
 
-    def __init__(
-        self,
-        settings: CoreSettings,
-        crew: Crew,
-        model_client: ModelClient,
-        count_tokens: TokenCounter,
-    ) -> None:
+    def __init__(self, settings: CoreSettings, engine: Engine, count_tokens: TokenCounter) -> None:
         self.settings = settings
-        self._crew = crew
-        self._model_client = model_client
+        self._engine = engine
         self.count_tokens = count_tokens
         # A lone agent's streamed text is its reply; a team's is every agent's in turn.
-        self.streams_only_the_reply = crew.kind == "single"
+        self.streams_only_the_reply = engine.kind == "single"
         self.runs_in_flight = 0
-        self._payload_logging: PayloadLogging = (
-            "content"
-            if settings.log_payload_content_unsafe
-            else "shape"
-            if settings.log_payload_shape
-            else "off"
-        )
 
     @property
     def history_budget(self) -> int:
         """Tokens of conversation every agent can be sent."""
-        return self._crew.history_budget
+        return self._engine.history_budget
 
     @property
     def tool_descriptions(self) -> dict[str, str]:
         """What each tool the agents may call does, by name."""
-        return self._crew.tool_descriptions
+        return self._engine.tool_descriptions
 
     @property
     def agent_descriptions(self) -> dict[str, str]:
         """What each agent that has a description does, by name."""
-        return self._crew.agent_descriptions
+        return self._engine.agent_descriptions
 
-    def add_tools(self, tools: Sequence[AgentTool]) -> None:
-        """Give every agent `tools` as well, before the first turn: an MCP server's, say."""
-        self._crew.add_tools(tools)
+    def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
+        """Give every agent an MCP server's tools as well, before the first turn."""
+        self._engine.add_tools(server, schemas)
 
     def check_limits(self, request: ChatRequest) -> None:
         """Limits that depend on settings; the request model checks the rest."""
@@ -200,7 +180,7 @@ class ChatService:
         """What a conversation with this saved state waits for; 409 if this service cannot
         go on from it."""
         try:
-            return self._crew.awaiting(state)
+            return self._engine.awaiting(state)
         except StateRefused as error:
             raise ApiError(409, error.type, str(error)) from error
 
@@ -254,10 +234,13 @@ class ChatService:
                 f"`approvals` for {', '.join(pending)} (see `pending_tool_calls`).",
             )
         messages = request.messages
+        state = conversation.state
+        if state is not None and state.engine != self._engine.name:
+            state = None  # another engine's, which `awaiting` let pass: the history is enough
         return TurnInput(
             history=[*conversation.history, *messages[:-1]],
             newest=messages[-1].content if messages else None,
-            state=conversation.state,
+            state=state,
             awaiting=awaiting,
             keep_state=conversation.keeps_state,
             approvals=request.approvals or (),
@@ -272,7 +255,7 @@ class ChatService:
                 continue
             field = f"approvals.{index}.arguments"
             name = names[approval.id]
-            if not self._crew.accepts_edits(awaiting.agent, name):
+            if not self._engine.accepts_edits(awaiting.agent, name):
                 raise ApiError(
                     422,
                     "invalid_request",
@@ -351,18 +334,11 @@ class ChatService:
                 {"Retry-After": "1"},
             )
         self.runs_in_flight += 1
-        token = new_cancellation_token()
-        events = self._crew.run(
-            turn,
-            model_client=self._model_client,
-            stream_text=stream_text,
-            payload_logging=self._payload_logging,
-            cancellation_token=token,
-        )
+        events = self._engine.run(turn, stream_text=stream_text)
         # The slot is held until the run really ends, so abandoned runs still count.
         return AgentRun(
             events,
-            token,
+            self._engine,
             deadline_seconds=self.settings.request_deadline_seconds,
             is_disconnected=is_disconnected,
             on_end=self._run_ended,
@@ -438,7 +414,7 @@ class AgentRun:
     def __init__(
         self,
         events: AsyncIterator[TurnEvent],
-        token: CancellationToken,
+        engine: Engine,
         *,
         deadline_seconds: float,
         is_disconnected: DisconnectCheck,
@@ -446,7 +422,7 @@ class AgentRun:
     ) -> None:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + deadline_seconds
-        self._token = token
+        self._engine = engine
         self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
         self._run = asyncio.create_task(self._forward(events))
         self._run.add_done_callback(lambda _: on_end())
@@ -473,7 +449,7 @@ class AgentRun:
         if next_event in done:
             return next_event.result()
         if self._run in done:
-            raise _run_failure(self._run)
+            raise _run_failure(self._run, self._engine)
         if self._client_gone in done:
             if (failure := self._client_gone.exception()) is not None:
                 log.error("disconnect check failed", exc_info=failure)
@@ -486,28 +462,26 @@ class AgentRun:
         """Stop watching the client and, if the run has not ended, cancel it."""
         self._client_gone.cancel()
         if not self._run.done():
-            self._token.cancel()
-            self._run.cancel()
+            self._run.cancel()  # the engine stops the turn, its model call included
             self._run.add_done_callback(_retrieve_outcome)
 
 
-def _run_failure(run: "asyncio.Task[None]") -> Exception:
+def _run_failure(run: "asyncio.Task[None]", engine: Engine) -> Exception:
     """What a run that ended without its result raised, as the error to answer with."""
     error = run.exception()
-    if error is None:  # AutoGen always ends a run with its result; this is a bug
+    if error is None:  # an engine always ends a run with its result; this is a bug
         return RuntimeError("the agent run ended without a result")
     if isinstance(error, StateRefused):
         return ApiError(409, error.type, str(error))
-    if isinstance(error, openai.OpenAIError | json.JSONDecodeError):
-        log.warning("model call failed", exc_info=error)
-        return upstream_error(error)
-    if raised_by_framework(error):
-        # AutoGen or the SDK failing on an answer it cannot use: empty choices,
-        # a body that is not a completion, tool calls past the iteration limit.
+    cause = engine.upstream_cause(error)
+    if isinstance(cause, UnusableAnswer):
         log.warning("model answer unusable", exc_info=error)
         return ApiError(
             502, "upstream_bad_answer", "The model gave an answer the service cannot use."
         )
+    if isinstance(cause, Exception):
+        log.warning("model call failed", exc_info=error)
+        return upstream_error(cause)
     return error
 
 

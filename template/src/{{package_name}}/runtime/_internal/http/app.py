@@ -9,8 +9,8 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from ..agent.autogen_bridge import Crew, build_model_client
 from ..agent.conversation import ClientHeldConversations
+from ..agent.engine import load_engine
 from ..agent.service import ChatService, history_budget
 from ..agent.specs import AgentOrTeam
 from ..agent.tokens import build_token_counter
@@ -62,14 +62,14 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
 
     instrumentation = plugged.instrumentation
     count_tokens = build_token_counter(settings)
-    crew = Crew(
+    engine = load_engine(
         served,
         settings=settings,
         instrumentation=instrumentation,
         count_tokens=count_tokens,
         budget_for=lambda agent_name, overhead: history_budget(settings, agent_name, overhead),
     )
-    if crew.kind != "single":  # only a team's turn ends at TEAM_TURN_SECONDS
+    if engine.kind != "single":  # only a team's turn ends at TEAM_TURN_SECONDS
         try:
             refuse_unless_below(
                 settings,
@@ -82,9 +82,9 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Created here, not at import: a client bound to another event loop fails later.
-        model_client = build_model_client(settings, instrumentation)
-        app.state.chat = ChatService(settings, crew, model_client, count_tokens)
+        # Started here, not at import: a client bound to another event loop fails later.
+        await engine.start()
+        app.state.chat = ChatService(settings, engine, count_tokens)
         app.state.conversations = ClientHeldConversations()
         try:
             async with AsyncExitStack() as features_running:
@@ -98,26 +98,27 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
                     "service started",
                     provider=settings.model_provider,
                     model=settings.model_label,
-                    agents=list(crew.names),
-                    team=crew.kind,
-                    tools=crew.tool_names,
-                    history_budget_tokens=crew.history_budget,
+                    engine=engine.name,
+                    agents=list(engine.names),
+                    team=engine.kind,
+                    tools=list(engine.tool_descriptions),
+                    history_budget_tokens=engine.history_budget,
                     features=[feature.__name__.rpartition(".")[2] for feature in INSTALLED],
                 )
-                if crew.approval_tool_names and isinstance(
+                if engine.approval_tool_names and isinstance(
                     app.state.conversations, ClientHeldConversations
                 ):
                     log.warning(
                         "tools that need approval will never run: deciding on their calls "
                         "needs sessions, which this service does not keep",
-                        tools=crew.approval_tool_names,
+                        tools=engine.approval_tool_names,
                     )
                 if settings.model_provider == "offline":
                     log.warning(
                         "offline model in use: replies are canned and no model server is "
                         f"called; set {ENV_PREFIX}MODEL_PROVIDER=openai for a real model"
                     )
-                # What start-up built (AutoGen, pydantic and OpenTelemetry objects: most of
+                # What start-up built (the engine's, pydantic and OpenTelemetry objects: most of
                 # the heap) lives as long as the process. Frozen, it is left out of full
                 # garbage collections, which otherwise pause every turn in flight for some
                 # 60 ms each time.
@@ -126,7 +127,7 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
                 yield
         finally:
             del app.state.chat, app.state.conversations
-            await model_client.close()
+            await engine.aclose()
             log.info("service stopped")
 
     app.router.lifespan_context = lifespan

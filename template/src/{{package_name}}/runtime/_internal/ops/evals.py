@@ -612,23 +612,32 @@ async def _evaluate(
     """Evaluate the service at `target`: a URL, or the `MODULE:NAME` of an app to run here."""
     from importlib import import_module
 
-    from ..agent.autogen_bridge import build_model_client, complete
+    from ..agent.engine import Engine, load_engine
     from ..agent.instrumentation import Instrumentation
+    from ..agent.specs import AgentSpec
 
     remote = target.startswith(("http://", "https://"))
-    judge_client = None
+    judge_engine: Engine | None = None
     if any(case.expect.judge for case in cases):
-        # The judge is this process's model client. A running service's own settings (its
-        # API keys, its Redis) are no concern of a client: only the model's are read then.
+        # The judge is this process's engine, on its own model client. A running service's
+        # own settings (its API keys, its Redis) are no concern of a client: only the
+        # model's are read then.
         settings_class = (
             CoreSettings if remote else import_module(f"{PACKAGE_NAME}.settings").Settings
         )
-        judge_client = build_model_client(settings_class.load(), Instrumentation())
+        judge_engine = load_engine(
+            AgentSpec(name="judge", system_prompt=JUDGE_INSTRUCTIONS),
+            settings=settings_class.load(),
+            instrumentation=Instrumentation(),
+            count_tokens=len,  # the judge's one call keeps no history to trim
+            budget_for=lambda _agent, _overhead: 0,
+        )
+        await judge_engine.start()
 
     async def judge(rubric: str, messages: Sequence[dict[str, Any]], reply: str) -> str:
-        assert judge_client is not None  # built whenever a case has a rubric
+        assert judge_engine is not None  # built whenever a case has a rubric
         prompt = judge_prompt(rubric, messages, reply)
-        return await complete(judge_client, JUDGE_INSTRUCTIONS, prompt)
+        return await judge_engine.complete(JUDGE_INSTRUCTIONS, prompt)
 
     print(f"{'case':<32} {'result':<6} {'seconds':>8} {'tokens':>7}  what failed")
     try:
@@ -638,8 +647,8 @@ async def _evaluate(
                 return await evaluate(cases, client, cassettes, on_result, judge)
         return await _evaluate_here(cases, cassettes, target, on_result, judge)
     finally:
-        if judge_client is not None:
-            await judge_client.close()
+        if judge_engine is not None:
+            await judge_engine.aclose()
 
 
 async def _evaluate_here(

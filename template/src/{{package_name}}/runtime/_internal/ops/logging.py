@@ -10,10 +10,9 @@ import sys
 import structlog
 from pydantic import AnyUrl, SecretStr
 
+from ..agent.engine import engine_features
 from ..settings import CoreSettings
 
-# AutoGen's event logger carries whole prompts and model replies: personal data.
-_CONTENT_LOGGERS = ("autogen_core.events", "autogen_agentchat.events")
 _HANDLER_NAME = "service"
 # Processors that features add to every line (the observability feature's trace ids).
 _enrichers: list[structlog.types.Processor] = []
@@ -86,12 +85,14 @@ def configure_logging(settings: CoreSettings) -> None:
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(settings.log_level)
     logging.captureWarnings(True)  # library warnings become log lines, redaction included
-    # AutoGen's agent runtime, which runs teams, logs each message it delivers at INFO,
-    # contents included: a dozen lines of personal data per team turn.
-    logging.getLogger("autogen_core").setLevel(logging.WARNING)
-    for name in _CONTENT_LOGGERS:
+    # The engine's chatty loggers, and those that write whole prompts and replies
+    # (personal data) unless the engine's events are asked for.
+    engine = engine_features()
+    for name in engine.quiet_loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in engine.content_loggers:
         logging.getLogger(name).setLevel(
-            logging.INFO if settings.log_autogen_events else logging.WARNING
+            logging.INFO if settings.log_engine_events else logging.WARNING
         )
     # uvicorn's access line would duplicate ours; the HTTP clients (httpx, and httpx2 inside
     # the openai SDK) log every upstream call, URL included, at INFO.

@@ -29,10 +29,10 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 from streaq import StreaqRetry, Worker
 
-from ...agent.autogen_bridge import TextDelta, ToolCallStarted
 from ...agent.service import never_disconnected
-from ...errors import ApiError, internal_error
+from ...agent.turn import TextDelta, ToolCallStarted
 from ...contract import ChatRequest, ChatResponse
+from ...errors import ApiError, internal_error
 from ...project import PACKAGE_NAME
 from .store import FINISHED, RunStore, now
 from .webhooks import deliver

@@ -1,0 +1,113 @@
+"""A turn as the service sees it, whatever engine runs it: what it starts from, the events
+it yields, how it ends, and what every model call of it adds up to."""
+
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal
+
+from ..contract import Approval, ChatMessage, StopReason
+from .conversation import Awaiting, PendingCall, SavedState
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of an agent's text, as it streams in."""
+
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    name: str
+    arguments: str  # as the model wrote them: may be invalid JSON, may hold personal data
+    source: str
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    name: str
+    is_error: bool
+    source: str
+
+
+InnerMessageType = Literal["text", "tool_call", "tool_result", "handoff"]
+
+
+@dataclass(frozen=True)
+class InnerMessage:
+    """One message of a turn, as the response lists it."""
+
+    source: str
+    type: InnerMessageType
+    content: str
+    name: str | None = None  # the tool's, or the handoff's target
+    call_id: str | None = None
+    is_error: bool | None = None
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """The turn's end: always the last event of a run."""
+
+    reply: str
+    stop_reason: StopReason
+    messages: tuple[InnerMessage, ...]
+    pending: tuple[PendingCall, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    tool_calls: int
+    # What the session keeps for the next turn; None when the transcript is enough.
+    state: SavedState | None
+
+
+TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
+
+
+@dataclass(frozen=True)
+class TurnInput:
+    """What a turn starts from."""
+
+    history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
+    newest: str | None  # the user's new message; None when the turn decides approvals
+    state: SavedState | None  # the engine's state saved by the previous turn
+    awaiting: Awaiting | None  # what that state waits for (`Engine.awaiting`)
+    keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
+    approvals: Sequence[Approval] = ()
+
+
+@dataclass(frozen=True)
+class TurnLimits:
+    """What ends a turn before its reply, from the settings."""
+
+    max_tool_iterations: int
+    team_max_messages: int
+    team_token_budget: int
+    team_turn_seconds: float
+
+
+class StateRefused(Exception):
+    """A session's saved state that this service cannot go on from."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type
+
+
+class UnusableAnswer(Exception):
+    """The model answered, but not with anything the engine can use (no choices, a body
+    that is no completion): 502 `upstream_bad_answer`."""
+
+
+@dataclass
+class TurnUsage:
+    """What every model call of one turn adds up to, a team's speaker selection included."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_failure: BaseException | None = None  # the last model call's, kept for the turn
+
+
+# Set by each run for the model calls made under it, a team runtime's tasks included.
+current_usage: ContextVar[TurnUsage | None] = ContextVar("turn_usage", default=None)
