@@ -28,14 +28,17 @@ TEMPLATE = BENCH.parent
 API_KEY = "bench-key"
 SERVERS = {
     "a": "rendered service",
+    "af": "rendered service, engine=agent_framework",
     "b": "bare passthrough",
     "c": "naive shared agent",
     "d": "bare request-scoped team",
     "e": "rendered service, /v1/chat/completions",
 }
-# The scenarios of the lone agent, measured on (a), (b) and (c); the team scenario is
+# The scenarios of the lone agent, measured on (a), (af), (b) and (c); the team scenario is
 # measured on a service rendered with a team, (a), against (b) and (d) of the same shape.
 AGENT_SCENARIOS: tuple[Scenario, ...] = ("plain", "tool")
+# The lone agent's servers that take turns: the service on each engine, and the floor.
+AGENT_SERVERS = ("a", "af", "b")
 TEAM_SERVERS = ("a", "b", "d")
 # With two CPUs or more the server under test gets one to itself; the stub and the load
 # generator share another.
@@ -100,10 +103,17 @@ class Bench:
     """The render, its environment, and how to start each server in it."""
 
     def __init__(
-        self, workdir: Path, pinned: bool, answer_overrides: dict[str, str], *, team: bool
+        self,
+        workdir: Path,
+        pinned: bool,
+        answer_overrides: dict[str, str],
+        *,
+        team: bool = False,
+        engine: str = "autogen",
     ) -> None:
         self.workdir = workdir
         self.team = team
+        self.engine = engine
         self.pinned = pinned
         self.answer_overrides = answer_overrides
         self.service = workdir / "service"
@@ -112,7 +122,11 @@ class Bench:
         self.answers: dict[str, Any] = {}
 
     def render_and_install(self) -> None:
-        answers = {**self.answer_overrides, **({"agent_team": "round_robin"} if self.team else {})}
+        answers = {
+            **self.answer_overrides,
+            "engine": self.engine,
+            "agent_team": "round_robin" if self.team else "single",
+        }
         copier.run_copy(
             str(TEMPLATE),
             self.service,
@@ -190,7 +204,7 @@ class Bench:
         """What building the request-scoped agent, or team, of one turn costs."""
         served = "team:TEAM" if self.team else "agent:AGENT"
         command = [self.python, str(BENCH / "agent_build.py"), self.answers["package_name"]]
-        command.append(served)
+        command += [served, self.engine]
         built = subprocess.run(
             command, env=self._service_env(), cwd=self.service, capture_output=True, text=True
         )
@@ -233,19 +247,24 @@ def _drive_measured(
     return run, _cpu_seconds(server) - before
 
 
-def measure(args: argparse.Namespace, bench: Bench, team_bench: Bench) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, bench: Bench, af_bench: Bench, team_bench: Bench
+) -> dict[str, Any]:
     measurements: list[Measurement] = []
     per_round = max(args.requests // args.rounds, 1)
     with ExitStack() as stack:
         bench.start_upstream(stack)
-        shared = {name: stack.enter_context(bench.server(name)) for name in ("a", "b")}
+        af_bench.upstream_url = bench.upstream_url
+        # (af) is the service as (a) is, from the render on the other engine.
+        started = {"a": bench.server("a"), "af": af_bench.server("a"), "b": bench.server("b")}
+        shared = {name: stack.enter_context(started[name]) for name in AGENT_SERVERS}
         for url, _ in shared.values():
             for scenario in AGENT_SCENARIOS:
                 asyncio.run(drive(url, API_KEY, scenario, 8, args.warmup))
         for scenario in AGENT_SCENARIOS:
             for level in args.levels:
-                # (a) and (b) take turns in rounds, so that both see the same moments of
-                # whatever else the machine is doing.
+                # (a), (af) and (b) take turns in rounds, so that all see the same moments
+                # of whatever else the machine is doing.
                 runs, cpu_seconds = _rounds(args, shared, scenario, level, per_round)
                 # The naive server starts afresh for every level, and runs fewer turns: its
                 # shared history only grows, and every turn sends all of it.
@@ -262,10 +281,7 @@ def measure(args: argparse.Namespace, bench: Bench, team_bench: Bench) -> dict[s
         for level in args.levels:
             runs, cpu_seconds = _rounds(args, facade, "openai", level, per_round)
             measurements += _measured("openai", level, runs, cpu_seconds)
-        rss_before = psutil.Process(pid).memory_info().rss
-        for scenario in AGENT_SCENARIOS:
-            asyncio.run(drive(url, API_KEY, scenario, 32, args.rss_requests // 2))
-        rss_after = psutil.Process(pid).memory_info().rss
+        rss = {name: _rss_growth(args, *shared[name]) for name in ("a", "af")}
     with ExitStack() as stack:
         team_bench.start_upstream(stack)
         servers = {name: stack.enter_context(team_bench.server(name)) for name in TEAM_SERVERS}
@@ -277,11 +293,23 @@ def measure(args: argparse.Namespace, bench: Bench, team_bench: Bench) -> dict[s
     return {
         "measurements": measurements,
         "rss_requests": args.rss_requests // 2 * 2,
-        "rss_before_mb": rss_before / 2**20,
-        "rss_after_mb": rss_after / 2**20,
+        "rss_before_mb": rss["a"][0],
+        "rss_after_mb": rss["a"][1],
+        "af_rss_before_mb": rss["af"][0],
+        "af_rss_after_mb": rss["af"][1],
         "agent_build_us": bench.build_microseconds(),
+        "af_agent_build_us": af_bench.build_microseconds(),
         "team_build_us": team_bench.build_microseconds(),
     }
+
+
+def _rss_growth(args: argparse.Namespace, url: str, pid: int) -> tuple[float, float]:
+    """The server's resident memory in MB before and after `args.rss_requests` more turns."""
+    server = psutil.Process(pid)
+    before = server.memory_info().rss
+    for scenario in AGENT_SCENARIOS:
+        asyncio.run(drive(url, API_KEY, scenario, 32, args.rss_requests // 2))
+    return before / 2**20, server.memory_info().rss / 2**20
 
 
 def _rounds(
@@ -353,6 +381,23 @@ def report(figures: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "| Agent Framework: scenario | concurrency | req/s (af)/(b) | p50 (af)/(b) "
+        "| p99 (af)/(b) | CPU (b)/(af) | req/s (af)/(a) | CPU ms/request (a) / (af) / (b) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for scenario, level in dict.fromkeys(
+        (m.scenario, m.concurrency) for m in measurements if m.server == "af"
+    ):
+        a, af, b = (by_key[scenario, level, name] for name in AGENT_SERVERS)
+        lines.append(
+            f"| {scenario} | {level} | {af.result.rps / b.result.rps:.2f} "
+            f"| {af.result.p50_ms / b.result.p50_ms:.2f} "
+            f"| {af.result.p99_ms / b.result.p99_ms:.2f} "
+            f"| {b.server_cpu_ms / af.server_cpu_ms:.2f} | {af.result.rps / a.result.rps:.2f} "
+            f"| {a.server_cpu_ms:.2f} / {af.server_cpu_ms:.2f} / {b.server_cpu_ms:.2f} |"
+        )
+    lines += [
+        "",
         "| team: concurrency | req/s (a)/(d) | p50 (a)/(d) | p99 (a)/(d) | CPU (d)/(a) "
         "| CPU ms/request (a) | (d) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -376,13 +421,17 @@ def report(figures: dict[str, Any]) -> str:
             f"| {level} | {e.result.rps / a.result.rps:.2f} "
             f"| {e.result.p50_ms / a.result.p50_ms:.2f} | {a.server_cpu_ms / e.server_cpu_ms:.2f} |"
         )
-    growth = figures["rss_after_mb"] - figures["rss_before_mb"]
+    lines.append("")
+    for server, prefix in (("a", ""), ("af", "af_")):
+        before, after = figures[f"{prefix}rss_before_mb"], figures[f"{prefix}rss_after_mb"]
+        lines.append(
+            f"RSS of ({server}) over {figures['rss_requests']} more requests at concurrency 32 "
+            f"(half plain, half tool): {before:.1f} MB -> {after:.1f} MB ({after - before:+.1f} MB)"
+        )
     lines += [
-        "",
-        f"RSS of (a) over {figures['rss_requests']} more requests at concurrency 32 (half plain, "
-        f"half tool): {figures['rss_before_mb']:.1f} MB -> {figures['rss_after_mb']:.1f} MB "
-        f"({growth:+.1f} MB)",
         f"Building one request-scoped agent: {figures['agent_build_us']:.0f} us",
+        f"Building one request-scoped agent on Agent Framework: "
+        f"{figures['af_agent_build_us']:.0f} us",
         f"Building one request-scoped two-agent team: {figures['team_build_us']:.0f} us",
     ]
     return "\n".join(lines)
@@ -402,8 +451,9 @@ def _levels(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="The rendered service against a bare passthrough and a naive shared agent, "
-        "and a team service against a passthrough and a bare team of the same shape.",
+        description="The rendered service, on each engine, against a bare passthrough and a "
+        "naive shared agent, and a team service against a passthrough and a bare team of the "
+        "same shape.",
     )
     parser.add_argument("--levels", type=_levels, default=[1, 8, 32, 64], help="concurrencies")
     parser.add_argument(
@@ -413,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=4,
-        help="turns (a) and (b) take at each level, each with its share of the requests",
+        help="turns (a), (af) and (b) take at each level, each with its share of the requests",
     )
     parser.add_argument(
         "--naive-requests",
@@ -455,13 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"answers other than the defaults: {dict(args.answer) or 'none'}", flush=True)
     print(f"load average at start: {_load_average():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="autogen-bench-") as workdir:
-        bench = Bench(Path(workdir) / "agent", pinned, dict(args.answer), team=False)
-        team_bench = Bench(Path(workdir) / "team", pinned, dict(args.answer), team=True)
-        for each in (bench, team_bench):
+        answers = dict(args.answer)
+        bench = Bench(Path(workdir) / "agent", pinned, answers)
+        af_bench = Bench(
+            Path(workdir) / "agent_framework", pinned, answers, engine="agent_framework"
+        )
+        team_bench = Bench(Path(workdir) / "team", pinned, answers, team=True)
+        for each in (bench, af_bench, team_bench):
             each.workdir.mkdir()
             each.render_and_install()
         print(HEADER, flush=True)
-        figures = measure(args, bench, team_bench)
+        figures = measure(args, bench, af_bench, team_bench)
     print(report(figures))
     print(f"load average at end: {_load_average():.2f}")
     if args.json:
