@@ -9,6 +9,10 @@ one thing about the result. That repository has no tags, as when a service follo
 Copier's versions are then `0.0.0.postN.dev0+<sha>` and would never cross a migration's
 `version`, so this shows that the migrations find the old state themselves. A cheaper update
 between two tagged releases shows the same from releases.
+
+A second service, rendered from LAYOUT_0_3 with edits of two runtime modules that 0.4 split or
+moved, is updated the same way: the edits are kept as patches, the renamed engine log setting
+is migrated, and the service passes ruff and the tests of the code that moved.
 """
 
 import ast
@@ -31,6 +35,8 @@ from rendering import TEMPLATE, Rendered, render, require_python
 
 # The commit before "Runtime 0.3 layout": what services rendered before it were made from.
 PRE_CHANGE = "51cce12"
+# A commit of the 0.3 layout, before the engine seam split the AutoGen bridge (0.4).
+LAYOUT_0_3 = "f2ec4ee"
 # No global git identity is needed: every commit of these tests names its own.
 GIT = [
     "git",
@@ -637,6 +643,115 @@ def test_from_tagged_releases_the_update_goes_to_the_newest_tag_and_migrates(
             assert new in (path / relative).read_text()
 
 
+# From the 0.3 layout: the team had edited two runtime modules that 0.4 split or moved.
+TEAM_0_3_EDITS = {
+    "_internal/agent/autogen_bridge.py": (
+        """_AWAITING_APPROVAL = "This call waits for a person's approval."\n""",
+        """_AWAITING_APPROVAL = "This call waits for the duty manager's approval."\n""",
+    ),
+    "_internal/http/schemas.py": (
+        "StringConstraints(max_length=2_000)",
+        "StringConstraints(max_length=8_000)",
+    ),
+}
+# Named so by 0.3; 0.4 renames it, and still reads the old name.
+TEAM_0_3_ENV = "{prefix}LOG_AUTOGEN_EVENTS=true\n"
+# What proves the moved code works, and no more: the suite itself ran in the update from
+# PRE_CHANGE. The engine boundary test fails if a module the update should have removed stayed.
+MOVED_CODE_TESTS = (
+    "tests/runtime/test_engine_boundary.py",
+    "tests/runtime/test_api.py",
+    "tests/runtime/test_history.py",
+    "tests/runtime/test_upstream_faults.py",
+    "tests/runtime/test_no_merge_leftovers.py",
+)
+
+
+@dataclass(frozen=True)
+class UpdateFrom03:
+    service: Rendered  # updated, not committed
+    output: str
+    unmerged: str
+    leftovers: list[str]
+
+
+@pytest.fixture(scope="module")
+def updated_from_0_3(
+    template_repository: TemplateRepository, tmp_path_factory: pytest.TempPathFactory
+) -> UpdateFrom03:
+    require_python("3.11", "render and update a service")
+    work = tmp_path_factory.mktemp("update-from-0.3")
+    path = render(work / "service", {}, template=template_repository.path, vcs_ref=LAYOUT_0_3)
+    commit_all(path, f"render the template at {LAYOUT_0_3}")
+    answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
+    runtime = path / "src" / answers["package_name"] / "runtime"
+    for name, (before, after) in TEAM_0_3_EDITS.items():
+        edit(runtime / name, lambda text, before=before, after=after: text.replace(before, after))
+    commit_all(path, "the team's changes")
+    (path / ".env").write_text(TEAM_0_3_ENV.format(prefix=answers["env_prefix"]))
+
+    log = work / "update.log"
+    with output_of_subprocesses(log):
+        update(path, vcs_ref=template_repository.commit)
+    return UpdateFrom03(
+        service=Rendered("updated-from-0.3", path, answers),
+        output=log.read_text(encoding="utf-8"),
+        unmerged=git(path, "ls-files", "--unmerged"),
+        leftovers=merge_leftovers(path),
+    )
+
+
+def test_from_0_3_an_edit_of_a_split_or_moved_module_is_kept_as_a_patch(
+    updated_from_0_3: UpdateFrom03,
+) -> None:
+    service = updated_from_0_3.service
+    runtime = f"src/{service.answers['package_name']}/runtime"
+    saved = service.path / "runtime-edits"
+    assert sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()) == [
+        f"{name}.diff" for name in sorted(TEAM_0_3_EDITS)
+    ]
+    for name, (before, after) in TEAM_0_3_EDITS.items():
+        assert not (service.path / runtime / name).exists(), name
+        patch = (saved / f"{name}.diff").read_text()
+        assert f"+++ {runtime}/{name}\n" in patch
+        hunks = patch.splitlines()[2:]  # below the two file names
+        removed = [line[1:] for line in hunks if line.startswith("-")]
+        added = [line[1:] for line in hunks if line.startswith("+")]
+        assert len(removed) == len(added) == 1, patch
+        assert before in removed[0] + "\n" and after in added[0] + "\n", patch
+    output = updated_from_0_3.output
+    assert f"its code is now in {runtime}/_internal/agent/ (engines/autogen/, turn.py, " in output
+    assert f"its code is now in {runtime}/_internal/contract.py; " in output
+    assert updated_from_0_3.unmerged == ""
+    assert updated_from_0_3.leftovers == []
+
+
+def test_from_0_3_the_renamed_engine_log_setting_is_migrated_in_dotenv(
+    updated_from_0_3: UpdateFrom03,
+) -> None:
+    service = updated_from_0_3.service
+    prefix = service.answers["env_prefix"]
+    assert "migration: setting log_autogen_events is now log_engine_events" in (
+        updated_from_0_3.output
+    )
+    assert (service.path / ".env").read_text() == f"{prefix}LOG_ENGINE_EVENTS=true\n"
+    package_name = service.answers["package_name"]
+    code = f"from {package_name}.settings import Settings; print(Settings().log_engine_events)"
+    development = {f"{prefix}ENVIRONMENT": "development"}
+    assert service.run("python", "-c", code, env=development).stdout.split() == ["True"]
+
+
+def test_from_0_3_the_updated_service_passes_ruff_and_the_tests_of_what_moved(
+    updated_from_0_3: UpdateFrom03,
+) -> None:
+    service = updated_from_0_3.service
+    service.run("ruff", "check", ".")
+    service.run("ruff", "format", "--check", ".")
+    result = service.run("pytest", "-q", "-p", "no:cacheprovider", *MOVED_CODE_TESTS)
+    assert re.search(r"\b\d+ passed\b", result.stdout), result.stdout[-2000:]
+    assert " failed" not in result.stdout and " error" not in result.stdout, result.stdout[-2000:]
+
+
 # The pieces of an update that need no render.
 
 
@@ -850,7 +965,7 @@ def test_the_keep_edits_migration_saves_each_edited_runtime_file_the_update_remo
     assert bridge.startswith(
         "migration: your edit of src/app/runtime/_internal/agent/autogen_bridge.py is kept in "
         "runtime-edits/_internal/agent/autogen_bridge.py.diff: its code is now in "
-        "src/app/runtime/_internal/agent/engines/autogen/, src/app/runtime/_internal/agent/turn.py"
+        "src/app/runtime/_internal/agent/ (engines/autogen/, turn.py, engine.py, "
     ), bridge
     assert "the update removed the file; port the edit where it still applies" in streaming
     assert "its code is now in src/app/runtime/_internal/contract.py; port the edit there" in (
@@ -863,8 +978,6 @@ def test_the_keep_edits_migration_saves_each_edited_runtime_file_the_update_remo
     assert run_script(MIGRATIONS / "keep_runtime_edits.py", "app", cwd=service) == ""
 
 
-# The commit of the 0.3 layout, before the engine seam split the AutoGen bridge.
-LAYOUT_0_3 = "f2ec4ee"
 TEMPLATE_RUNTIME = "template/src/{{package_name}}/runtime"
 CONDITIONAL_NAME = re.compile(r"\{%.*?%\}(?P<name>.*?)\{%.*?%\}")
 

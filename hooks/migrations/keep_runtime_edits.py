@@ -21,6 +21,7 @@ every update.
 """
 
 import difflib
+import posixpath
 import subprocess
 import sys
 import tempfile
@@ -89,8 +90,14 @@ def what_to_do(package_name: str, name: str) -> str:
     if places is None:
         return "the update removed the file; port the edit where it still applies (or drop it)"
     runtime = f"src/{package_name}/runtime"
-    listed = ", ".join(f"{runtime}/{place}" for place in places)
-    return f"its code is now in {listed}; port the edit there (or drop it)"
+    if len(places) == 1:
+        return f"its code is now in {runtime}/{places[0]}; port the edit there (or drop it)"
+    common = posixpath.commonpath(places)
+    # A folder keeps its trailing slash, which relpath drops.
+    listed = ", ".join(
+        posixpath.relpath(place, common) + ("/" if place.endswith("/") else "") for place in places
+    )
+    return f"its code is now in {runtime}/{common}/ ({listed}); port the edit there (or drop it)"
 
 
 def main(package_name: str) -> None:
