@@ -20,6 +20,7 @@ from agent_framework import (
 )
 from agent_framework._middleware import ChatMiddlewareLayer
 from agent_framework._tools import FunctionInvocationLayer
+from agent_framework.exceptions import ChatClientException
 from agent_framework_openai._chat_completion_client import RawOpenAIChatCompletionClient
 
 from ...instrumentation import Instrumentation, ModelCallRecord
@@ -63,7 +64,7 @@ class ObservedModelCalls(ChatMiddleware):
                 messages=[_describe(m, turn.payload_logging, tool_names) for m in context.messages],
             )
         if not context.stream:
-            with self._observe(self._model) as call, _noting_failure():
+            with self._observe(self._model) as call, _noting_failure(), _unwrapped():
                 await call_next()
                 assert isinstance(context.result, ChatResponse)
                 _answered(call, context.result)
@@ -79,10 +80,22 @@ class ObservedModelCalls(ChatMiddleware):
         self, stream: "ResponseStream[ChatResponseUpdate, ChatResponse[Any]]"
     ) -> AsyncIterator[ChatResponseUpdate]:
         # The call is made as the stream is read: its span spans the reading.
-        with self._observe(self._model) as call, _noting_failure():
+        with self._observe(self._model) as call, _noting_failure(), _unwrapped():
             async for update in stream:
                 yield update
             _answered(call, await stream.get_final_response())
+
+
+@contextmanager
+def _unwrapped() -> Iterator[None]:
+    """The model's own error, which the client wraps in a `ChatClientException`: what the
+    model call's span and the service's error mapping tell apart."""
+    try:
+        yield
+    except ChatClientException as error:
+        if isinstance(error.__cause__, openai.OpenAIError | json.JSONDecodeError):
+            raise error.__cause__ from None
+        raise
 
 
 @contextmanager
