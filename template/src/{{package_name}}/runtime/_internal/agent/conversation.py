@@ -10,7 +10,7 @@ is nothing to save; the sessions feature plugs in a store that keeps conversatio
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..contract import ChatMessage, ChatRequest
 from ..errors import ApiError
@@ -46,21 +46,16 @@ class SavedState(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    engine: str  # the name of the engine that saved it (`project.ENGINE`)
+    # The name of the engine that saved it (`project.ENGINE`). Template 0.3 and earlier ran
+    # on AutoGen alone and kept its state under `autogen`, with no name: read as AutoGen's.
+    # (An alias rather than a `before` validator, which would validate the record as Python
+    # data, where strict mode takes no JSON array for a tuple.)
+    engine: str = "autogen"
     kind: str  # of the lineup that saved it: "single", or a team's kind
     agents: tuple[str, ...]
-    engine_state: dict[str, Any]  # the engine's own, which only that engine reads
+    # The engine's own, which only that engine reads.
+    engine_state: dict[str, Any] = Field(validation_alias=AliasChoices("engine_state", "autogen"))
     awaiting: Awaiting | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_before_engines(cls, data: Any) -> Any:
-        # Saved by template 0.3 or earlier, which ran on AutoGen alone and kept its state
-        # under `autogen`.
-        if isinstance(data, dict) and "engine" not in data and "autogen" in data:
-            rest = {key: value for key, value in data.items() if key != "autogen"}
-            return rest | {"engine": "autogen", "engine_state": data["autogen"]}
-        return data
 
 
 class Conversation(Protocol):
