@@ -26,7 +26,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..project import ENV_PREFIX, PACKAGE_NAME, PROJECT_SLUG
+from ..project import ENGINE, ENV_PREFIX, PACKAGE_NAME, PROJECT_SLUG
 from ..settings import ConfigurationError, CoreSettings
 
 Mode = Literal["replay", "record", "live"]
@@ -34,7 +34,7 @@ Mode = Literal["replay", "record", "live"]
 # never written), and keys that show up in a body, such as one echoed in an error.
 DEFAULT_REDACTIONS = (r"sk-[A-Za-z0-9_-]{16,}",)
 SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "openai-organization", "cookie")
-RECORDING_FILE = "recording.json"  # the model settings the cassettes were recorded with
+RECORDING_FILE = "recording.json"  # the engine and model the cassettes were recorded with
 
 
 class Expect(BaseModel):
@@ -571,6 +571,15 @@ def _configure_service(directory: Path, mode: Mode) -> None:
                 f"with `{PROJECT_SLUG} eval DATASET --record` against the model"
             )
         model = json.loads(recording.read_text(encoding="utf-8"))
+        # Recordings from before template 0.4 name no engine: AutoGen made them.
+        recorded_on = model.get("engine", "autogen")
+        if recorded_on != ENGINE:
+            # Each engine words its model calls its own way: none would find its recording.
+            raise DatasetError(
+                f"{directory} was recorded on the {recorded_on} engine, and this service runs "
+                f"on {ENGINE}, whose model calls differ: record them again with "
+                f"`{PROJECT_SLUG} eval DATASET --record` against the model"
+            )
         overrides |= {
             "MODEL_PROVIDER": model["model_provider"],
             "MODEL_NAME": model["model_name"],
@@ -594,6 +603,7 @@ def _save_recording_settings(directory: Path) -> None:
 
     settings = import_module(f"{PACKAGE_NAME}.settings").Settings.load()
     model = {
+        "engine": ENGINE,
         "model_provider": settings.model_provider,
         "model_name": settings.model_name,
         "model_base_url": str(settings.model_base_url) if settings.model_base_url else None,
