@@ -7,6 +7,7 @@ or not it was committed). Without sessions the history is what the client sent a
 is nothing to save; the sessions feature plugs in a store that keeps conversations in Redis.
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
@@ -85,6 +86,11 @@ class Conversation(Protocol):
         """Let go without saving; does nothing once committed or released."""
         ...
 
+    async def interrupted(self) -> ApiError:
+        """Once a newer turn has taken the conversation over, the error this turn ends
+        with, unsaved; never, where no turn can (`SESSION_BUSY_POLICY`)."""
+        ...
+
 
 class Conversations(Protocol):
     async def begin(self, caller: str, request: ChatRequest) -> Conversation:
@@ -104,6 +110,11 @@ class Unsaved:
 
     async def release(self) -> None:
         pass
+
+    async def interrupted(self) -> ApiError:
+        # No other turn shares a conversation the client holds: it is never interrupted.
+        never: asyncio.Future[ApiError] = asyncio.get_running_loop().create_future()
+        return await never
 
 
 class ClientHeldConversations:

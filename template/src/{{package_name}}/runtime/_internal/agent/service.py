@@ -2,7 +2,7 @@
 usage accounting."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 
 import structlog
 
@@ -26,6 +26,7 @@ from .mcp_client import McpServer, McpToolSchema
 from .tokens import TokenCounter, message_tokens
 from .turn import (
     InnerMessage,
+    ModelCallRefused,
     StateRefused,
     TextDelta,
     TurnEvent,
@@ -133,7 +134,7 @@ class ChatService:
         conversation = await conversations.begin(current_caller(), request)
         try:
             turn = self._turn_input(request, conversation)
-            run = self._start_run(turn, is_disconnected, stream_text)
+            run = self._start_run(turn, conversation, is_disconnected, stream_text)
         except BaseException:
             await conversation.release()
             raise
@@ -324,7 +325,11 @@ class ChatService:
         self.runs_in_flight -= 1
 
     def _start_run(
-        self, turn: TurnInput, is_disconnected: DisconnectCheck, stream_text: bool
+        self,
+        turn: TurnInput,
+        conversation: Conversation,
+        is_disconnected: DisconnectCheck,
+        stream_text: bool,
     ) -> "AgentRun":
         if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
@@ -341,6 +346,7 @@ class ChatService:
             self._engine,
             deadline_seconds=self.settings.request_deadline_seconds,
             is_disconnected=is_disconnected,
+            interrupted=conversation.interrupted(),
             on_end=self._run_ended,
         )
 
@@ -402,8 +408,8 @@ class ChatTurn:
 
 
 class AgentRun:
-    """One agent run, read event by event until it ends, the deadline passes or the client
-    goes away.
+    """One agent run, read event by event until it ends, the deadline passes, the client
+    goes away or a newer turn interrupts it.
 
     The run is a task of its own that is waited on, never awaited: a run that ignores
     cancellation (a stuck tool, say) cannot hold the request past its deadline, though
@@ -418,6 +424,7 @@ class AgentRun:
         *,
         deadline_seconds: float,
         is_disconnected: DisconnectCheck,
+        interrupted: Coroutine[object, object, ApiError],
         on_end: Callable[[], None],
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -427,20 +434,22 @@ class AgentRun:
         self._run = asyncio.create_task(self._forward(events))
         self._run.add_done_callback(lambda _: on_end())
         self._client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
+        self._interrupted = asyncio.create_task(interrupted)
 
     async def _forward(self, events: AsyncIterator[TurnEvent]) -> None:
         async for event in events:
             self._events.put_nowait(event)
 
     async def next_event(self) -> TurnEvent:
-        """The run's next event; `ApiError` when it failed, timed out or lost its client."""
+        """The run's next event; `ApiError` when it failed, timed out, lost its client or
+        was interrupted."""
         if not self._events.empty():
             return self._events.get_nowait()
         next_event = asyncio.create_task(self._events.get())
         remaining = self._deadline - asyncio.get_running_loop().time()
         try:
             done, _ = await asyncio.wait(
-                {next_event, self._run, self._client_gone},
+                {next_event, self._run, self._client_gone, self._interrupted},
                 timeout=max(remaining, 0),
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -456,11 +465,15 @@ class AgentRun:
                 raise internal_error() from failure
             log.info("client disconnected: run cancelled")
             raise ApiError(499, "client_disconnected", "The client closed the request.")
+        if self._interrupted in done:
+            raise self._interrupted.result()
         raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
 
     def close(self) -> None:
-        """Stop watching the client and, if the run has not ended, cancel it."""
+        """Stop watching the client and the conversation and, if the run has not ended,
+        cancel it."""
         self._client_gone.cancel()
+        self._interrupted.cancel()
         if not self._run.done():
             self._run.cancel()  # the engine stops the turn, its model call included
             self._run.add_done_callback(_retrieve_outcome)
@@ -474,6 +487,10 @@ def _run_failure(run: "asyncio.Task[None]", engine: Engine) -> Exception:
     if isinstance(error, StateRefused):
         return ApiError(409, error.type, str(error))
     cause = engine.upstream_cause(error)
+    if isinstance(cause, ModelCallRefused):
+        retry_after = cause.retry_after_seconds
+        headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+        return ApiError(cause.status, cause.type, cause.message, headers)
     if isinstance(cause, UnusableAnswer):
         log.warning("model answer unusable", exc_info=error)
         return ApiError(
