@@ -5,7 +5,9 @@ resumable with `Last-Event-ID` from any process), or is called back (a signed we
 A run is the same turn as `/v1/chat`, with the same body, limits, sessions and errors, but
 it outlives the request, the client's connection and the process that took it. The queue is
 streaq's (`worker.py`); the runs and their events are in Redis (`store.py`). Runs are scoped
-by API key, like sessions, and a session has one unfinished run at a time.
+by API key, like sessions. A run on a session follows `SESSION_BUSY_POLICY`: under `reject`
+a session has one unfinished run at a time; under `queue` its runs line up for it, in the
+order workers start them; under `interrupt` a new run cancels the unfinished one.
 """
 
 import hashlib
@@ -35,10 +37,10 @@ from redis.exceptions import RedisError
 
 from ...agent.service import ChatService
 from ...context import current_caller
+from ...contract import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail, chat_examples
 from ...dependencies import chat_service
 from ...errors import ApiError
 from ...extensions import extensions
-from ...contract import ERROR_RESPONSES, ChatRequest, ChatResponse, ErrorDetail, chat_examples
 from ...project import ENV_PREFIX, FEATURES
 from ...settings import ListSetting, SettingsBase
 from .store import IdempotentRun, RunStatus, RunStore, new_run_id, now
@@ -176,6 +178,7 @@ class Runs:
         )
         self.webhook_attempts = settings.runs_webhook_attempts
         self.webhook_allowed = settings.runs_webhook_allowed_urls
+        self.busy_policy: str = settings.session_busy_policy  # type: ignore[attr-defined]
 
     async def _connect(self) -> None:
         """Connect the queue at its first use: the service starts while Redis is down, as
@@ -291,7 +294,7 @@ RUN_ERRORS = ERROR_RESPONSES | {404: {"description": "No such run (of this calle
     summary="Queue a turn for a worker; answered at once with the run to follow",
     responses=RUN_ERRORS
     | {
-        409: {"description": "The session has an unfinished run."},
+        409: {"description": "The session has an unfinished run (`SESSION_BUSY_POLICY=reject`)."},
         422: {
             "description": "The body is not valid, the webhook is not allowed, or the "
             "`Idempotency-Key` was sent before with another body (`idempotency_key_reused`)."
@@ -321,14 +324,7 @@ async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> 
             return await _replay(earlier, fingerprint, runs)
     run_id = new_run_id()
     if body.session_id is not None:
-        holder = await runs.store.claim_session(caller, body.session_id, run_id)
-        if holder is not None:
-            raise ApiError(
-                409,
-                "run_in_progress",
-                f"Session {body.session_id!r} has an unfinished run, {holder}: wait for it "
-                "or cancel it.",
-            )
+        await _take_session(runs, caller, body.session_id, run_id)
     try:
         earlier = await runs.store.create(
             run_id, caller, request, webhook_url, idempotency_key, fingerprint
@@ -343,6 +339,36 @@ async def _create(body: RunRequest, runs: Runs, idempotency_key: str | None) -> 
             await runs.store.release_session(caller, body.session_id, run_id)
         return await _replay(earlier, fingerprint, runs)
     return _answer(await runs.view(run_id), replayed=False)
+
+
+async def _take_session(runs: Runs, caller: str, session_id: str, run_id: str) -> None:
+    """Make `run_id` the session's unfinished run, as `SESSION_BUSY_POLICY` says: 409 while
+    there is one (`reject`); the one there is, cancelled (`interrupt`). Under `queue` a
+    session's runs are not counted: their turns wait in the session's line."""
+    if runs.busy_policy == "queue":
+        return
+    if runs.busy_policy == "interrupt":
+        earlier = await runs.store.take_session(caller, session_id, run_id)
+        if earlier is not None:
+            # Its execution stops at its next beat; the new run's turn takes the session
+            # from it meanwhile, if it still holds it.
+            interrupted = await runs.store.transition(
+                earlier,
+                from_statuses=["queued", "running"],
+                event=("cancelled", {"interrupted_by": run_id}),
+                status="cancelled",
+                finished_at=now(),
+            )
+            if interrupted:
+                log.info("run interrupted by a newer one", run=earlier, by=run_id)
+        return
+    holder = await runs.store.claim_session(caller, session_id, run_id)
+    if holder is not None:
+        raise ApiError(
+            409,
+            "run_in_progress",
+            f"Session {session_id!r} has an unfinished run, {holder}: wait for it or cancel it.",
+        )
 
 
 def _webhook(url: str, runs: Runs) -> str:

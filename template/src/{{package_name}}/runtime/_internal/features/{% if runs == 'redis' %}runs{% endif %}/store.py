@@ -212,6 +212,12 @@ class RunStore:
         holder = await self._client.get(key)
         return holder.decode() if holder else None
 
+    async def take_session(self, caller: str, session_id: str, run_id: str) -> str | None:
+        """Make `run_id` the session's one unfinished run, whatever run was; that run, if any."""
+        key = f"run-session:{caller}:{session_id}"
+        earlier = await self._client.set(key, run_id, ex=self._ttl, get=True)
+        return earlier.decode() if earlier else None
+
     async def release_session(self, caller: str, session_id: str, run_id: str) -> None:
         key = f"run-session:{caller}:{session_id}"
         holder = await self._client.get(key)
