@@ -211,6 +211,7 @@ StopReason = Literal[
     "max_tool_rounds",
     "max_messages",
     "token_budget",
+    "budget_exhausted",
     "deadline",
     "awaiting_input",
     "awaiting_approval",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 from .agent.instrumentation import Instrumentation
+from .agent.upstream import CallGuard
 from .http.middleware import RequestObserver
 
 # Work around the service's life: entered in order at start-up, left in reverse at shutdown.
@@ -28,6 +29,8 @@ class Extensions:
     # Paths that hold nothing private (a page, a public description of the service), which
     # callers may fetch without an API key.
     public_paths: set[str] = field(default_factory=set)
+    # Sees every model call of every engine before it is sent and once it ended (budgets).
+    call_guard: CallGuard | None = None
 
 
 class NotReady(Exception):

@@ -21,6 +21,7 @@ from .mcp_client import McpServer, McpToolSchema
 from .specs import AgentOrTeam
 from .tokens import TokenCounter
 from .turn import TurnEvent, TurnInput
+from .upstream import CallGuard
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,16 @@ def load_engine(
     instrumentation: Instrumentation,
     count_tokens: TokenCounter,
     budget_for: Callable[[str, int], int],
+    call_guard: CallGuard | None = None,
 ) -> Engine:
-    """The service's engine (`project.ENGINE`), built for `spec`."""
+    """The service's engine (`project.ENGINE`), built for `spec`; its model calls pass
+    `call_guard`, when a feature has one."""
     engine: Engine = _package().Engine(
         spec,
         settings=settings,
         instrumentation=instrumentation,
         count_tokens=count_tokens,
         budget_for=budget_for,
+        call_guard=call_guard,
     )
     return engine

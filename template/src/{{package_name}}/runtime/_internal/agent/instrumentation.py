@@ -48,3 +48,5 @@ class Instrumentation:
     history_trimmed: Callable[[], None] = _ignore
     # Around each agent run, until it really ends (abandoned runs included).
     agent_run: Callable[[], AbstractContextManager[object]] = nullcontext
+    # A model call that a token budget refused (features/budgets).
+    budget_refused: Callable[[], None] = _ignore

@@ -26,6 +26,7 @@ from .mcp_client import McpServer, McpToolSchema
 from .tokens import TokenCounter, message_tokens
 from .turn import (
     InnerMessage,
+    ModelCallRefused,
     StateRefused,
     TextDelta,
     TurnEvent,
@@ -486,6 +487,10 @@ def _run_failure(run: "asyncio.Task[None]", engine: Engine) -> Exception:
     if isinstance(error, StateRefused):
         return ApiError(409, error.type, str(error))
     cause = engine.upstream_cause(error)
+    if isinstance(cause, ModelCallRefused):
+        retry_after = cause.retry_after_seconds
+        headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+        return ApiError(cause.status, cause.type, cause.message, headers)
     if isinstance(cause, UnusableAnswer):
         log.warning("model answer unusable", exc_info=error)
         return ApiError(

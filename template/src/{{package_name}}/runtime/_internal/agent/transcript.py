@@ -14,7 +14,9 @@ from .lineup import Lineup
 from .specs import USER
 from .tools import is_tool_error
 from .turn import (
+    BUDGET_EXHAUSTED,
     InnerMessage,
+    ModelCallRefused,
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
@@ -189,6 +191,7 @@ class TurnEnd:
         self._usage = usage
         self._deadline = time.monotonic() + limits.team_turn_seconds
         self._messages = 0
+        self._agents_spoke = False
         self.reason: StopReason | None = None
 
     def after(self, posted: Sequence[Posted]) -> StopReason | None:
@@ -206,6 +209,7 @@ class TurnEnd:
                 and self._replier in (None, message.source)
             ):
                 reason = "reply"
+        self._agents_spoke = self._agents_spoke or agents_spoke
         if reason is None and agents_spoke:  # a limit never ends a turn before it starts
             usage = self._usage
             if self._messages >= self._limits.team_max_messages:
@@ -217,3 +221,16 @@ class TurnEnd:
         if reason is not None and reason not in ("reply", "awaiting_input"):
             self.reason = reason
         return reason
+
+    def ends_at(self, failure: BaseException) -> bool:
+        """Whether a model call's `failure` ends the turn as a limit does: a call that the
+        caller's budget refused once agents had spoken, so that what they said is kept. A
+        turn refused before that fails whole, with nothing spent."""
+        if (
+            isinstance(failure, ModelCallRefused)
+            and failure.type == BUDGET_EXHAUSTED
+            and self._agents_spoke
+        ):
+            self.reason = "budget_exhausted"
+            return True
+        return False

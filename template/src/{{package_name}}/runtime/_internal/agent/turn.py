@@ -6,6 +6,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
+import openai
+
 from ..contract import Approval, ChatMessage, StopReason
 from .conversation import Awaiting, PendingCall, SavedState
 
@@ -93,6 +95,27 @@ class StateRefused(Exception):
     def __init__(self, type: str, message: str) -> None:
         super().__init__(message)
         self.type = type
+
+
+class ModelCallRefused(openai.OpenAIError):
+    """A model call that the service refused itself, before sending it (a feature's
+    `CallGuard`: budgets), answered with its own status and error type. An
+    `openai.OpenAIError`, so that the SDK passes it on as it is, never retried, and every
+    engine reports it as the model call's failure."""
+
+    def __init__(
+        self, status: int, type: str, message: str, retry_after_seconds: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+
+# The refusal of a call that the caller's token budget cannot pay for: a team's turn that
+# has begun ends with this stop reason instead.
+BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 class UnusableAnswer(Exception):

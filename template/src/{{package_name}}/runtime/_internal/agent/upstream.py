@@ -1,7 +1,12 @@
 """How the service reaches its model: the options of an `openai.AsyncOpenAI`-compatible
 client, which every engine's model client is built from."""
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib import import_module
+from typing import Any
 
 import httpx
 import openai
@@ -11,6 +16,17 @@ from .fake_upstream import create_fake_upstream
 from .instrumentation import Instrumentation
 
 _OFFLINE_BASE_URL = "http://offline-model.invalid/v1"
+# What a guard keeps of an answer's body: a completion whole, or a stream's end, which
+# carries its usage. A longer body is cut at the front.
+_KEPT_BODY_BYTES = 1 << 20
+
+# How a model call ended, for its guard: the answer's body once read whole, or None for a
+# call that failed, was refused by the server or was cut off.
+CallEnd = Callable[[bytes | None], Awaitable[None]]
+# A feature's hold on every chat completion (`Extensions.call_guard`): given the request
+# before it is sent, it raises to refuse it (`ModelCallRefused`), else returns what is told
+# how the call ended. Each attempt of the SDK's retries is a call of its own.
+CallGuard = Callable[[httpx.Request], Awaitable[CallEnd]]
 
 
 @dataclass(frozen=True)
@@ -26,7 +42,9 @@ class UpstreamOptions:
     http_client: httpx.AsyncClient
 
 
-def upstream_options(settings: CoreSettings, instrumentation: Instrumentation) -> UpstreamOptions:
+def upstream_options(
+    settings: CoreSettings, instrumentation: Instrumentation, call_guard: CallGuard | None = None
+) -> UpstreamOptions:
     """The options of the process-wide model client: make them in the app's lifespan, since
     the HTTP client is bound to the event loop it is first used on."""
     if settings.model_provider == "offline":
@@ -43,6 +61,8 @@ def upstream_options(settings: CoreSettings, instrumentation: Instrumentation) -
     if instrumentation.upstream_attempt is not None:
         # The SDK retries below the engine, where no result shows it: each attempt is seen here.
         http_client.event_hooks = {"request": [instrumentation.upstream_attempt]}
+    if call_guard is not None:
+        _guard_transports(http_client, call_guard)
     return UpstreamOptions(
         model=settings.model_label,
         base_url=base_url,
@@ -52,3 +72,93 @@ def upstream_options(settings: CoreSettings, instrumentation: Instrumentation) -
         max_tokens=settings.reply_reserve_tokens if settings.model_send_max_tokens else None,
         http_client=http_client,
     )
+
+
+def _guard_transports(client: Any, guard: CallGuard) -> None:
+    """Put `guard` on every transport of `client`, the ones it mounted for proxies named in
+    the environment too. httpx has no public way to wrap the transports a client made
+    itself; the attributes are the same in httpx and httpx2 (the openai SDK's)."""
+    client._transport = _GuardedTransport(client._transport, guard)
+    client._mounts = {
+        pattern: None if transport is None else _GuardedTransport(transport, guard)
+        for pattern, transport in client._mounts.items()
+    }
+
+
+class _GuardedTransport:
+    """A transport of httpx or httpx2 that tells the guard of each chat completion before
+    it is sent and once its answer is read, failed or abandoned."""
+
+    def __init__(self, inner: Any, guard: CallGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def handle_async_request(self, request: Any) -> Any:
+        if not request.url.path.endswith("/chat/completions"):
+            return await self._inner.handle_async_request(request)
+        ended = await self._guard(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            await _finish(ended(None))
+            raise
+        if not 200 <= response.status_code < 300:
+            await _finish(ended(None))  # the SDK reads the error, and may try again
+            return response
+        # The stream class of the response's own library: its reader checks the type.
+        library = import_module(type(response).__module__.partition(".")[0])
+        response.stream = _watched_stream_class(library.AsyncByteStream)(response.stream, ended)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> "_GuardedTransport":
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+
+async def _finish(step: Awaitable[None]) -> None:
+    """Run `step` to its end even if the task is cancelled meanwhile: a reservation left
+    unsettled would count against a budget until its window ends."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+@cache
+def _watched_stream_class(base: type) -> type:
+    class WatchedStream(base):  # type: ignore[misc, valid-type]
+        """An answer's body as the client reads it, kept (its end) for the call's guard."""
+
+        def __init__(self, inner: Any, ended: CallEnd) -> None:
+            self._inner = inner
+            self._ended: CallEnd | None = ended
+            self._body = bytearray()
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._inner:
+                self._body += chunk
+                if len(self._body) > 2 * _KEPT_BODY_BYTES:
+                    del self._body[:-_KEPT_BODY_BYTES]
+                yield chunk
+            await self._end(bytes(self._body[-_KEPT_BODY_BYTES:]))
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                await self._end(None)  # unless read whole: the client gave up on it
+
+        async def _end(self, body: bytes | None) -> None:
+            ended, self._ended = self._ended, None
+            if ended is not None:
+                await _finish(ended(body))
+
+    return WatchedStream

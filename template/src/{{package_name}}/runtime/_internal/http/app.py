@@ -68,6 +68,7 @@ def create_app(settings: RuntimeSettings, served: AgentOrTeam) -> FastAPI:
         instrumentation=instrumentation,
         count_tokens=count_tokens,
         budget_for=lambda agent_name, overhead: history_budget(settings, agent_name, overhead),
+        call_guard=plugged.call_guard,
     )
     if engine.kind != "single":  # only a team's turn ends at TEAM_TURN_SECONDS
         try:

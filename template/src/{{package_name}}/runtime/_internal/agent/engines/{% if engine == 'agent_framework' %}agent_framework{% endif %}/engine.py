@@ -37,7 +37,7 @@ from ...specs import USER, AgentOrTeam
 from ...tokens import TokenCounter
 from ...transcript import Transcript, turn_result
 from ...turn import TurnEvent, TurnInput, TurnResult, TurnUsage, UnusableAnswer, current_usage
-from ...upstream import upstream_options
+from ...upstream import CallGuard, upstream_options
 from .client import ServiceChatClient, build_client
 from .compaction import TurnSafeCompaction
 from .state import PayloadLogging, TurnState, current_turn
@@ -77,6 +77,7 @@ class Engine:
         instrumentation: Instrumentation,
         count_tokens: TokenCounter,
         budget_for: Callable[[str, int], int],
+        call_guard: CallGuard | None = None,
     ) -> None:
         self._lineup = Lineup(
             spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for
@@ -92,6 +93,7 @@ class Engine:
         self._member = self._lineup.members[self._agent]
         self._settings = settings
         self._instrumentation = instrumentation
+        self._call_guard = call_guard
         self._count = count_tokens
         self._max_chars = settings.tool_result_max_chars
         self._payload_logging: PayloadLogging = (
@@ -144,7 +146,7 @@ class Engine:
         return self._lineup.accepts_edits(agent, tool)
 
     async def start(self) -> None:
-        upstream = upstream_options(self._settings, self._instrumentation)
+        upstream = upstream_options(self._settings, self._instrumentation, self._call_guard)
         self._client = build_client(
             upstream,
             self._instrumentation,

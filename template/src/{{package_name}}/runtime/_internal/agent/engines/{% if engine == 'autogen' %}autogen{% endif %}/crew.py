@@ -58,7 +58,7 @@ from ...turn import (
     UnusableAnswer,
     current_usage,
 )
-from ...upstream import upstream_options
+from ...upstream import CallGuard, upstream_options
 from .client import build_model_client, complete
 from .context import PayloadLogging, TurnTrimmingContext
 from .tools import (
@@ -122,6 +122,7 @@ class AutoGenEngine:
         instrumentation: Instrumentation,
         count_tokens: TokenCounter,
         budget_for: Callable[[str, int], int],
+        call_guard: CallGuard | None = None,
     ) -> None:
         # AutoGen's agent runtime, which every team turn starts, would trace each message it
         # delivers into the installed tracer provider: some 60 spans and a millisecond of CPU
@@ -135,6 +136,7 @@ class AutoGenEngine:
         self._settings = settings
         self._count = count_tokens
         self._instrumentation = instrumentation
+        self._call_guard = call_guard
         self._max_chars = settings.tool_result_max_chars
         self._payload_logging: PayloadLogging = (
             "content"
@@ -220,9 +222,8 @@ class AutoGenEngine:
 
     async def start(self) -> None:
         # Made here, not at import: a client bound to another event loop fails later.
-        self._model_client = build_model_client(
-            upstream_options(self._settings, self._instrumentation), self._instrumentation
-        )
+        upstream = upstream_options(self._settings, self._instrumentation, self._call_guard)
+        self._model_client = build_model_client(upstream, self._instrumentation)
 
     async def aclose(self) -> None:
         if self._model_client is not None:
@@ -329,10 +330,13 @@ class AutoGenEngine:
                         for event in _tell(transcript, item):
                             yield event
             except RuntimeError as error:
-                # A team turns an agent's failure into a RuntimeError: answer with the original.
-                if usage.model_failure is not None:
-                    raise usage.model_failure from error
-                raise
+                # A team turns an agent's failure into a RuntimeError: answer with the original,
+                # unless it ends the turn as a limit would (a budget spent mid-way).
+                failure = usage.model_failure
+                if failure is None:
+                    raise
+                if not end.policy.ends_at(failure):
+                    raise failure from error
 
         async def save_state() -> dict[str, Any]:
             saved = dict(await runner.save_state())
