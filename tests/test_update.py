@@ -553,12 +553,18 @@ def test_updating_again_changes_nothing(updated: Update, tmp_path: Path) -> None
     service = clone(updated.service, tmp_path / "again", updated.update_commit)
     env = (updated.service.path / ".env").read_text()
     (service.path / ".env").write_text(env)
+    # A page of the template's that the team does without: Copier must not bring it back, nor
+    # stop on it. Copier 9.19 renders `_skip_if_exists` without the answers to match a file
+    # the team deleted, so a pattern that names `package_name` stops the update there.
+    (service.path / "docs" / "runbook.md").unlink()
+    commit_all(service.path, "the team drops the runbook")
 
     log = tmp_path / "update.log"
     with output_of_subprocesses(log):
         update(service.path, vcs_ref=updated.template.commit, quiet=True)
 
     assert git(service.path, "status", "--porcelain") == ""
+    assert not (service.path / "docs" / "runbook.md").exists()
     assert (service.path / ".env").read_text() == env
     assert "migration:" not in log.read_text(encoding="utf-8")
     check = check_update(service.path)
