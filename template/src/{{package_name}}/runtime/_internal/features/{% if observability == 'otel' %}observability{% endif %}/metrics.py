@@ -1,7 +1,8 @@
 """Prometheus metrics: what the service counts, and the `/metrics` exposition.
 
-Every label value comes from a fixed set (route templates, outcomes, token kinds) or
-from the service's own code (tool names): never from a request, so series stay few.
+Every label value comes from a fixed set (route templates, outcomes, token kinds), from
+the service's own code (tool names) or from its settings (the ids of its API keys, the
+model): never from a request, so series stay few.
 
 With several worker processes each worker counts on its own; set
 `PROMETHEUS_MULTIPROC_DIR` to an empty directory before start-up and every worker's
@@ -53,7 +54,17 @@ UPSTREAM_RETRIES = Counter(
     "upstream_retries", "Attempts the openai SDK repeated after a failed model call attempt."
 )
 MODEL_TOKENS = Counter(
-    "model_tokens", "Tokens the model server reported, by kind: prompt, completion.", ["kind"]
+    "model_tokens",
+    "Tokens the model server reported, by API key id and kind: prompt, completion.",
+    ["key_id", "kind"],
+)
+MODEL_COST = Counter(
+    "model_cost_usd",
+    "What the model calls cost by MODEL_PRICES, in US dollars, by API key id and model.",
+    ["key_id", "model"],
+)
+BUDGET_REFUSALS = Counter(
+    "budget_refusals", "Model calls a token budget refused, by API key id.", ["key_id"]
 )
 TOOL_CALLS = Counter(
     "tool_calls",

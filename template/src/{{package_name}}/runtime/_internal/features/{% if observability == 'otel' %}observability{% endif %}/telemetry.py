@@ -31,9 +31,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from ...context import current_request_id
+from ...context import current_caller, current_request_id
 from ...project import PROJECT_SLUG
 from .metrics import (
+    BUDGET_REFUSALS,
+    MODEL_COST,
     MODEL_TOKENS,
     TOOL_CALLS,
     UNMATCHED_ROUTE,
@@ -176,11 +178,17 @@ def _bound_error_type() -> str | None:
     return structlog.contextvars.get_contextvars().get("error_type")
 
 
+# A model's price per million tokens, in US dollars, by kind of token: prompt, completion.
+ModelPrice = Mapping[str, float]
+
+
 class ModelCall:
     """What one model call answered, recorded on its span and in the token counters."""
 
-    def __init__(self, span: trace.Span) -> None:
+    def __init__(self, span: trace.Span, model: str, price: ModelPrice | None) -> None:
         self._span = span
+        self._model = model
+        self._price = price
 
     def answered(
         self,
@@ -198,12 +206,23 @@ class ModelCall:
                 "tool_names": list(tool_names),
             }
         )
-        MODEL_TOKENS.labels("prompt").inc(prompt_tokens)
-        MODEL_TOKENS.labels("completion").inc(completion_tokens)
+        key_id = current_caller()
+        MODEL_TOKENS.labels(key_id, "prompt").inc(prompt_tokens)
+        MODEL_TOKENS.labels(key_id, "completion").inc(completion_tokens)
+        if self._price is not None:
+            cost = (
+                prompt_tokens * self._price["prompt"]
+                + completion_tokens * self._price["completion"]
+            ) / 1_000_000
+            MODEL_COST.labels(key_id, self._model).inc(cost)
+
+
+def count_budget_refusal() -> None:
+    BUDGET_REFUSALS.labels(current_caller()).inc()
 
 
 @contextmanager
-def model_call(model: str) -> Iterator[ModelCall]:
+def model_call(model: str, prices: Mapping[str, ModelPrice] | None = None) -> Iterator[ModelCall]:
     """A span around one model call (AutoGen makes none) and its outcome counted.
 
     The span is not made current: a streamed call's span lives across the yields of a
@@ -219,7 +238,7 @@ def model_call(model: str) -> Iterator[ModelCall]:
         },
     )
     try:
-        yield ModelCall(span)
+        yield ModelCall(span, model, (prices or {}).get(model))
     except BaseException as error:
         outcome = _outcome(error)
         UPSTREAM_CALLS.labels(outcome).inc()
