@@ -36,7 +36,15 @@ from ...mcp_client import McpServer, McpToolSchema
 from ...specs import USER, AgentOrTeam
 from ...tokens import TokenCounter
 from ...transcript import Transcript, turn_result
-from ...turn import TurnEvent, TurnInput, TurnResult, TurnUsage, UnusableAnswer, current_usage
+from ...turn import (
+    InnerMessage,
+    TurnEvent,
+    TurnInput,
+    TurnResult,
+    TurnUsage,
+    UnusableAnswer,
+    current_usage,
+)
 from ...upstream import CallGuard, upstream_options
 from .client import ServiceChatClient, build_client
 from .compaction import TurnSafeCompaction
@@ -197,7 +205,7 @@ class Engine:
         usage = TurnUsage()
         current_usage.set(usage)
         session, messages = self._session(turn)
-        settled = []
+        settled: list[InnerMessage] = []
         text = turn.newest
         if turn.approvals:
             assert turn.awaiting is not None  # the service checked the decisions against it
