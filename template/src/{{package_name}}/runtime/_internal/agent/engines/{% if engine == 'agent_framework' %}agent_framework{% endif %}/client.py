@@ -12,16 +12,16 @@ import structlog
 from agent_framework import (
     ChatContext,
     ChatMiddleware,
+    ChatMiddlewareLayer,
     ChatResponse,
     ChatResponseUpdate,
     Content,
+    FunctionInvocationLayer,
     Message,
     ResponseStream,
 )
-from agent_framework._middleware import ChatMiddlewareLayer
-from agent_framework._tools import FunctionInvocationLayer
 from agent_framework.exceptions import ChatClientException
-from agent_framework_openai._chat_completion_client import RawOpenAIChatCompletionClient
+from agent_framework.openai import RawOpenAIChatCompletionClient
 
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...tools import is_tool_error

@@ -9,8 +9,8 @@ the budget the service computed for the agent's prompt and tools.
 from collections.abc import Callable
 
 import structlog
-from agent_framework import Message
-from agent_framework._compaction import included_messages, set_excluded
+from agent_framework import Message, included_messages
+from agent_framework._compaction import set_excluded  # not exported, unlike its reader
 
 from ...history import trim_to_budget
 from ...tokens import TokenCounter, message_tokens
