@@ -7,10 +7,10 @@ from fastapi import APIRouter, Depends, Request
 
 from ..agent.conversation import Conversations
 from ..agent.service import ChatService
+from ..contract import ERROR_RESPONSES, ChatBody, ChatResponse
 from ..dependencies import chat_service, conversations
 from ..errors import ApiError
 from ..extensions import NotReady, extensions
-from ..contract import ERROR_RESPONSES, ChatBody, ChatResponse
 
 router = APIRouter()
 
