@@ -39,11 +39,13 @@ RENDER_NAME = re.compile(r"combination-\d{3}")
 
 Answers = dict[str, Any]
 Answer = tuple[str, Any]  # (question, answer)
-# An answer that needs another one: Copier refuses a set that has the first without it.
-NEEDS: dict[Answer, Answer] = {
-    ("runs", "redis"): ("session_store", "redis"),
-    ("kubernetes", True): ("docker", True),
-    ("engine", "agent_framework"): ("agent_team", "single"),
+Needs = dict[Answer, tuple[Answer, ...]]
+# An answer that needs others: Copier refuses a set that has the first without them.
+NEEDS: Needs = {
+    ("runs", "redis"): (("session_store", "redis"),),
+    ("kubernetes", True): (("docker", True),),
+    ("engine", "agent_framework"): (("agent_team", "single"),),
+    ("budgets", True): (("auth", "api_key"), ("session_store", "redis")),
 }
 
 
@@ -70,11 +72,13 @@ def choice_values(choices: dict[str, Any] | list[Any]) -> list[Any]:
     return [value["value"] if isinstance(value, dict) else value for value in values]
 
 
-def compatible(first: Answer, second: Answer, needs: dict[Answer, Answer]) -> bool:
+def compatible(first: Answer, second: Answer, needs: Needs) -> bool:
     """Whether Copier accepts these two answers in one answer set."""
-    for answer, other in ((first, second), (second, first)):
-        needed = needs.get(answer)
-        if needed is not None and needed[0] == other[0] and needed[1] != other[1]:
+    for answer, (other, other_answer) in ((first, second), (second, first)):
+        if any(
+            question == other and needed != other_answer
+            for question, needed in needs.get(answer, ())
+        ):
             return False
     return True
 
@@ -82,7 +86,7 @@ def compatible(first: Answer, second: Answer, needs: dict[Answer, Answer]) -> bo
 def answer_sets(
     questions: dict[str, list[Any]],
     limit: int = MAX_RENDERS,
-    needs: dict[Answer, Answer] = NEEDS,
+    needs: Needs = NEEDS,
 ) -> list[Answers]:
     """Every combination of answers that Copier accepts, or, when there are more than `limit`
     combinations, every pair of answers that it accepts."""
@@ -117,7 +121,7 @@ def _newly_covered(
     )
 
 
-def all_pairs(questions: dict[str, list[Any]], needs: dict[Answer, Answer]) -> list[Answers]:
+def all_pairs(questions: dict[str, list[Any]], needs: Needs) -> list[Answers]:
     """Answer sets in which any two answers to two different questions that Copier accepts
     together appear together, and none that it refuses.
 
@@ -266,7 +270,7 @@ class Combination:
 class Matrix:
     root: Path
     renders: list[Combination] = field(default_factory=list)
-    refused: int = 0
+    refused: list[str] = field(default_factory=list)  # copier's refusals, with their answers
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -281,7 +285,7 @@ class Matrix:
         distinct = len({combination.source_digest for combination in self.renders})
         phases = ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items())
         return (
-            f"matrix: {len(self.renders)} renders ({self.refused} combinations refused by copier), "
+            f"matrix: {len(self.renders)} renders ({len(self.refused)} refused by copier), "
             f"{distinct} distinct src/ trees; seconds: {phases}"
         )
 
@@ -320,7 +324,8 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
             except ValueError as refusal:
                 if not COPIER_REFUSAL.match(str(refusal)):
                     raise
-                built.refused += 1
+                label = " ".join(f"{name}={value}" for name, value in answers.items())
+                built.refused.append(f"{label}\n  {refusal}")
                 continue
             recorded = yaml.safe_load((path / ".copier-answers.yml").read_text())
             built.renders.append(
@@ -428,6 +433,11 @@ def check_all_at_once(what: str, result: subprocess.CompletedProcess[str], matri
 def render_dirs(matrix: Matrix) -> list[str]:
     # Relative, so every line of output names its render directory and nothing longer.
     return [combination.path.name for combination in matrix.renders]
+
+
+def test_copier_accepts_every_answer_set_of_the_matrix(matrix: Matrix) -> None:
+    # A refused set loses every pair it was to render: NEEDS must know each question's needs.
+    assert not matrix.refused, "add these needs to NEEDS:\n" + "\n".join(matrix.refused)
 
 
 def test_tool_output_is_split_by_the_render_it_names(tmp_path: Path) -> None:
