@@ -20,6 +20,7 @@ from . import doctor, evals
 MAX_HEADER_BYTES = 16 * 1024
 # Time to send the last answers once every turn has reached its deadline.
 SHUTDOWN_MARGIN_SECONDS = 5
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def worker_count(text: str) -> int:
@@ -143,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         http="h11",
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=args.timeout_keep_alive,
+        # The supervisor kills a worker that does not answer its ping within this many
+        # seconds. Uvicorn's 5 s is shorter than a worker importing its engine on a busy
+        # machine takes, which killed and restarted the workers over and over.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         timeout_graceful_shutdown=shutdown_seconds,
     )
     return 0
