@@ -1,10 +1,36 @@
-"""Each answer set is rendered once per test session."""
+"""Each answer set is rendered once per test process.
+
+`pytest-xdist` runs the suite in as many processes as there are cores (`-n auto`, in
+pyproject.toml): the rendered services' own suites are most of the time, and a good part of
+each is waiting (on servers starting, on deadlines). So that nothing is rendered twice, the
+tests of one answer set, and those of one module with module-wide fixtures, form a group
+that one process runs (`--dist loadgroup`).
+"""
 
 from collections.abc import Callable
 
 import pytest
 import yaml
 from rendering import VARIANTS, Rendered, render, require_python
+
+# Modules whose fixtures render or update whole services once for all their tests.
+GROUPED_MODULES = ("test_matrix", "test_update", "test_bench")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if group := _group_of(item):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _group_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "rendered" in callspec.params:
+        return str(callspec.params["rendered"])
+    if "defaults_render" in getattr(item, "fixturenames", ()):
+        return "defaults"
+    module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+    return module if module in GROUPED_MODULES else None
 
 
 @pytest.fixture(scope="session")

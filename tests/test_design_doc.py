@@ -128,8 +128,7 @@ def test_the_team_files_are_the_ones_copier_never_overwrites() -> None:
     assert set(owners.values()) == {"team", "template"}, owners
     copier_yml = yaml.safe_load((ROOT / "copier.yml").read_text(encoding="utf-8"))
     skipped = {
-        pattern.replace("src/*/", "src/<package>/")
-        for pattern in copier_yml["_skip_if_exists"]
+        pattern.replace("src/*/", "src/<package>/") for pattern in copier_yml["_skip_if_exists"]
     }
     team = {path for path, owner in owners.items() if owner == "team"}
     assert team == skipped, (

@@ -104,6 +104,7 @@ def team_files(project: Path) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.xdist_group("agent_framework")  # its render, made once in that group's process
 def test_the_teams_files_are_the_same_on_either_engine(
     tmp_path: Path, render_variant: Callable[[str], Rendered]
 ) -> None:
