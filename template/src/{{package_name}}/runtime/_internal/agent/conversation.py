@@ -8,13 +8,15 @@ is nothing to save; the sessions feature plugs in a store that keeps conversatio
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..contract import ChatMessage, ChatRequest
 from ..errors import ApiError
+
+DisconnectCheck = Callable[[], Awaitable[bool]]
 
 
 class PendingCall(BaseModel):
@@ -93,8 +95,17 @@ class Conversation(Protocol):
 
 
 class Conversations(Protocol):
-    async def begin(self, caller: str, request: ChatRequest) -> Conversation:
-        """Take hold of the conversation `request` continues, on behalf of `caller`."""
+    async def begin(
+        self,
+        caller: str,
+        request: ChatRequest,
+        *,
+        deadline: float,
+        is_disconnected: DisconnectCheck,
+    ) -> Conversation:
+        """Take hold of the conversation `request` continues, on behalf of `caller`; a wait
+        for it ends at the turn's `deadline` (the event loop's clock), 504, or once the
+        client has gone, 499."""
         ...
 
 
@@ -120,7 +131,14 @@ class Unsaved:
 class ClientHeldConversations:
     """Every conversation is the client's to send whole: a service without sessions."""
 
-    async def begin(self, caller: str, request: ChatRequest) -> Conversation:
+    async def begin(
+        self,
+        caller: str,
+        request: ChatRequest,
+        *,
+        deadline: float,
+        is_disconnected: DisconnectCheck,
+    ) -> Conversation:
         if request.session_id is not None:
             raise ApiError(
                 422,

@@ -2,7 +2,7 @@
 usage accounting."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 
 import structlog
 
@@ -20,7 +20,7 @@ from ..errors import ApiError, internal_error, upstream_error
 from ..project import ENV_PREFIX
 from ..settings import ConfigurationError, CoreSettings
 from .approvals import arguments_problem
-from .conversation import Awaiting, Conversation, Conversations, SavedState
+from .conversation import Awaiting, Conversation, Conversations, DisconnectCheck, SavedState
 from .engine import Engine
 from .mcp_client import McpServer, McpToolSchema
 from .tokens import TokenCounter, message_tokens
@@ -37,8 +37,6 @@ from .turn import (
 
 log = structlog.get_logger(__name__)
 
-DisconnectCheck = Callable[[], Awaitable[bool]]
-
 
 async def never_disconnected() -> bool:
     """The disconnect check of a turn that outlives any connection (an A2A task, a run)."""
@@ -46,6 +44,14 @@ async def never_disconnected() -> bool:
 
 
 DISCONNECT_POLL_SECONDS = 0.25
+
+
+def client_disconnected() -> ApiError:
+    return ApiError(499, "client_disconnected", "The client closed the request.")
+
+
+def deadline_exceeded() -> ApiError:
+    return ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
 
 
 def history_budget(settings: CoreSettings, agent_name: str, overhead: int) -> int:
@@ -131,10 +137,15 @@ class ChatService:
     ) -> "ChatTurn":
         """Begin answering `request`: take hold of its conversation and start the run."""
         self.check_limits(request)
-        conversation = await conversations.begin(current_caller(), request)
+        self._check_capacity()  # before a wait for the session, which a full service wastes
+        # The deadline counts from here: a wait for the session is part of the turn.
+        deadline = asyncio.get_running_loop().time() + self.settings.request_deadline_seconds
+        conversation = await conversations.begin(
+            current_caller(), request, deadline=deadline, is_disconnected=is_disconnected
+        )
         try:
             turn = self._turn_input(request, conversation)
-            run = self._start_run(turn, conversation, is_disconnected, stream_text)
+            run = self._start_run(turn, conversation, is_disconnected, stream_text, deadline)
         except BaseException:
             await conversation.release()
             raise
@@ -324,13 +335,7 @@ class ChatService:
     def _run_ended(self) -> None:
         self.runs_in_flight -= 1
 
-    def _start_run(
-        self,
-        turn: TurnInput,
-        conversation: Conversation,
-        is_disconnected: DisconnectCheck,
-        stream_text: bool,
-    ) -> "AgentRun":
+    def _check_capacity(self) -> None:
         if self.runs_in_flight >= self.settings.max_concurrent_runs:
             raise ApiError(
                 503,
@@ -338,13 +343,23 @@ class ChatService:
                 "The service is answering as many turns as it can; retry shortly.",
                 {"Retry-After": "1"},
             )
+
+    def _start_run(
+        self,
+        turn: TurnInput,
+        conversation: Conversation,
+        is_disconnected: DisconnectCheck,
+        stream_text: bool,
+        deadline: float,
+    ) -> "AgentRun":
+        self._check_capacity()  # again: other turns may have started while this one waited
         self.runs_in_flight += 1
         events = self._engine.run(turn, stream_text=stream_text)
         # The slot is held until the run really ends, so abandoned runs still count.
         return AgentRun(
             events,
             self._engine,
-            deadline_seconds=self.settings.request_deadline_seconds,
+            deadline=deadline,
             is_disconnected=is_disconnected,
             interrupted=conversation.interrupted(),
             on_end=self._run_ended,
@@ -422,13 +437,12 @@ class AgentRun:
         events: AsyncIterator[TurnEvent],
         engine: Engine,
         *,
-        deadline_seconds: float,
+        deadline: float,
         is_disconnected: DisconnectCheck,
         interrupted: Coroutine[object, object, ApiError],
         on_end: Callable[[], None],
     ) -> None:
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + deadline_seconds
+        self._deadline = deadline
         self._engine = engine
         self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
         self._run = asyncio.create_task(self._forward(events))
@@ -464,10 +478,10 @@ class AgentRun:
                 log.error("disconnect check failed", exc_info=failure)
                 raise internal_error() from failure
             log.info("client disconnected: run cancelled")
-            raise ApiError(499, "client_disconnected", "The client closed the request.")
+            raise client_disconnected()
         if self._interrupted in done:
             raise self._interrupted.result()
-        raise ApiError(504, "deadline_exceeded", "The turn took longer than allowed.")
+        raise deadline_exceeded()
 
     def close(self) -> None:
         """Stop watching the client and the conversation and, if the run has not ended,
