@@ -15,6 +15,7 @@ from .specs import USER
 from .tools import is_tool_error
 from .turn import (
     BUDGET_EXHAUSTED,
+    BUDGET_REFUSALS,
     InnerMessage,
     ModelCallRefused,
     TextDelta,
@@ -228,9 +229,9 @@ class TurnEnd:
         turn refused before that fails whole, with nothing spent."""
         if (
             isinstance(failure, ModelCallRefused)
-            and failure.type == BUDGET_EXHAUSTED
+            and failure.type in BUDGET_REFUSALS
             and self._agents_spoke
         ):
-            self.reason = "budget_exhausted"
+            self.reason = BUDGET_EXHAUSTED
             return True
         return False

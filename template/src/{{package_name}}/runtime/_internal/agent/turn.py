@@ -113,9 +113,12 @@ class ModelCallRefused(openai.OpenAIError):
         self.retry_after_seconds = retry_after_seconds
 
 
-# The refusal of a call that the caller's token budget cannot pay for: a team's turn that
-# has begun ends with this stop reason instead.
+# The refusals of a call that the caller's token budget (429, until the window resets) or
+# the turn's own cap (422: waiting would not help) cannot pay for. A team's turn that has
+# begun ends with `stop_reason: budget_exhausted` instead.
 BUDGET_EXHAUSTED = "budget_exhausted"
+TURN_BUDGET_EXCEEDED = "turn_budget_exceeded"
+BUDGET_REFUSALS = frozenset({BUDGET_EXHAUSTED, TURN_BUDGET_EXCEEDED})
 
 
 class UnusableAnswer(Exception):

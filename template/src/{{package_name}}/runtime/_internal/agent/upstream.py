@@ -4,6 +4,7 @@ client, which every engine's model client is built from."""
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from importlib import import_module
 from typing import Any
@@ -20,9 +21,16 @@ _OFFLINE_BASE_URL = "http://offline-model.invalid/v1"
 # carries its usage. A longer body is cut at the front.
 _KEPT_BODY_BYTES = 1 << 20
 
-# How a model call ended, for its guard: the answer's body once read whole, or None for a
-# call that failed, was refused by the server or was cut off.
-CallEnd = Callable[[bytes | None], Awaitable[None]]
+
+class CallCut(Enum):
+    """How a model call ended without an answer read whole."""
+
+    NOT_SERVED = "not_served"  # the server refused it (an error status) or was never reached
+    CUT_OFF = "cut_off"  # sent, then given up (a timeout, the turn cancelled): tokens may be spent
+
+
+# How a model call ended, for its guard: the answer's body once read whole, or how it was cut.
+CallEnd = Callable[[bytes | CallCut], Awaitable[None]]
 # A feature's hold on every chat completion (`Extensions.call_guard`): given the request
 # before it is sent, it raises to refuse it (`ModelCallRefused`), else returns what is told
 # how the call ended. Each attempt of the SDK's retries is a call of its own.
@@ -92,6 +100,8 @@ class _GuardedTransport:
     def __init__(self, inner: Any, guard: CallGuard) -> None:
         self._inner = inner
         self._guard = guard
+        # The transport's own library: its errors and its stream class are that library's.
+        self._library = import_module(type(inner).__module__.partition(".")[0])
 
     async def handle_async_request(self, request: Any) -> Any:
         if not request.url.path.endswith("/chat/completions"):
@@ -99,15 +109,18 @@ class _GuardedTransport:
         ended = await self._guard(request)
         try:
             response = await self._inner.handle_async_request(request)
+        except self._library.ConnectError:  # the request never left: nothing was spent
+            await _finish(ended(CallCut.NOT_SERVED))
+            raise
         except BaseException:
-            await _finish(ended(None))
+            await _finish(ended(CallCut.CUT_OFF))
             raise
         if not 200 <= response.status_code < 300:
-            await _finish(ended(None))  # the SDK reads the error, and may try again
+            await _finish(ended(CallCut.NOT_SERVED))  # the SDK reads the error, may try again
             return response
-        # The stream class of the response's own library: its reader checks the type.
-        library = import_module(type(response).__module__.partition(".")[0])
-        response.stream = _watched_stream_class(library.AsyncByteStream)(response.stream, ended)
+        # Of the transport's own library, as the reader of the response checks the type.
+        stream_class = _watched_stream_class(self._library.AsyncByteStream)
+        response.stream = stream_class(response.stream, ended)
         return response
 
     async def aclose(self) -> None:
@@ -154,9 +167,9 @@ def _watched_stream_class(base: type) -> type:
             try:
                 await self._inner.aclose()
             finally:
-                await self._end(None)  # unless read whole: the client gave up on it
+                await self._end(CallCut.CUT_OFF)  # unless read whole: the client gave up on it
 
-        async def _end(self, body: bytes | None) -> None:
+        async def _end(self, body: bytes | CallCut) -> None:
             ended, self._ended = self._ended, None
             if ended is not None:
                 await _finish(ended(body))
