@@ -166,6 +166,7 @@ class Engine:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.client.close()
+            self._client = None
 
     def upstream_cause(self, error: BaseException) -> BaseException | None:
         if isinstance(error, openai.OpenAIError | json.JSONDecodeError | UnusableAnswer):
@@ -257,6 +258,7 @@ class Engine:
             answering = asyncio.create_task(
                 self._answer(agent, messages, session, transcript, stream_text, events)
             )
+            waiting: asyncio.Future[TurnEvent] | None = None
             try:
                 while True:
                     waiting = asyncio.ensure_future(events.get())
@@ -274,6 +276,8 @@ class Engine:
                 span.set_attribute("error.type", type(error).__name__)
                 raise
             finally:
+                if waiting is not None:
+                    waiting.cancel()  # a run stopped while waiting for the next event
                 if not answering.done():
                     answering.cancel()
                     with suppress(asyncio.CancelledError):
