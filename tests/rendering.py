@@ -47,16 +47,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "kubernetes": True,
     },
     # A team that hands over, asks the user and waits for approvals, with its state in Redis,
-    # tools from MCP servers, and an A2A server.
-    "swarm": {"agent_team": "swarm", "session_store": "redis", "mcp_tools": True, "a2a": True},
+    # tools from MCP servers, an A2A server, and token budgets per key.
+    "swarm": {
+        "agent_team": "swarm",
+        "session_store": "redis",
+        "mcp_tools": True,
+        "a2a": True,
+        "budgets": True,
+    },
     # A lone agent on the second engine, Microsoft Agent Framework, with what it must carry:
-    # Redis sessions and runs, the OpenAI-compatible API and tools from MCP servers.
+    # Redis sessions and runs, the OpenAI-compatible API, tools from MCP servers, budgets.
     "agent_framework": {
         "engine": "agent_framework",
         "session_store": "redis",
         "runs": "redis",
         "openai_api": True,
         "mcp_tools": True,
+        "budgets": True,
     },
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
