@@ -86,6 +86,9 @@ class SettingsBase(BaseSettings):
     )
 
 
+PayloadLogging = Literal["off", "shape", "content"]
+
+
 class CoreSettings(SettingsBase):
     """The settings every service of this template has."""
 
@@ -236,6 +239,13 @@ class CoreSettings(SettingsBase):
         description="Log the full text of what each model call is sent. Personal data: never "
         "in production.",
     )
+
+    @property
+    def payload_logging(self) -> "PayloadLogging":
+        """What is logged of each model call's messages: nothing, their shape, or all."""
+        if self.log_payload_content_unsafe:
+            return "content"
+        return "shape" if self.log_payload_shape else "off"
 
     @property
     def model_label(self) -> str:

@@ -17,6 +17,7 @@ from ..project import ENGINE
 from ..settings import CoreSettings
 from .conversation import Awaiting, SavedState
 from .instrumentation import Instrumentation
+from .lineup import Lineup
 from .mcp_client import McpServer, McpToolSchema
 from .specs import AgentOrTeam
 from .tokens import TokenCounter
@@ -101,6 +102,43 @@ class Engine(Protocol):
     async def complete(self, instructions: str, text: str) -> str:
         """One model call outside any agent (an evaluation's judge): its text answer."""
         ...
+
+
+class LineupEngine:
+    """What every engine answers from its `Lineup` alike, before and between turns: its
+    agents, their budgets and tools, and whether a saved state is one it can go on from."""
+
+    name: str
+    features: EngineFeatures
+
+    def __init__(self, lineup: Lineup) -> None:
+        if lineup.kind not in self.features.team_kinds:
+            raise ValueError(f"the {self.name} engine cannot run a {lineup.kind} team")
+        self.lineup = lineup
+        self.kind = lineup.kind
+        self.names = lineup.names
+
+    @property
+    def history_budget(self) -> int:
+        return self.lineup.history_budget
+
+    @property
+    def tool_descriptions(self) -> dict[str, str]:
+        return self.lineup.tool_descriptions
+
+    @property
+    def agent_descriptions(self) -> dict[str, str]:
+        return self.lineup.agent_descriptions
+
+    @property
+    def approval_tool_names(self) -> list[str]:
+        return self.lineup.approval_tool_names
+
+    def awaiting(self, state: SavedState | None) -> Awaiting | None:
+        return self.lineup.awaiting(state, self.name)
+
+    def accepts_edits(self, agent: str, tool: str) -> bool:
+        return self.lineup.accepts_edits(agent, tool)
 
 
 def _package() -> ModuleType:

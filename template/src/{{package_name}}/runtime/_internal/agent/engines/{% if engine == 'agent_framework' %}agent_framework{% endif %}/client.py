@@ -23,11 +23,12 @@ from agent_framework import (
 from agent_framework.exceptions import ChatClientException
 from agent_framework.openai import RawOpenAIChatCompletionClient
 
+from ....settings import PayloadLogging
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...tools import is_tool_error
 from ...turn import UnusableAnswer, current_usage
 from ...upstream import UpstreamOptions
-from .state import PayloadLogging, current_turn
+from .state import current_turn
 
 log = structlog.get_logger(__name__)
 

@@ -28,8 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 from ....contract import ChatMessage
 from ....settings import CoreSettings
 from ...approvals import Decided, decide, decisions_text
-from ...conversation import Awaiting, SavedState
-from ...engine import EngineFeatures
+from ...engine import EngineFeatures, LineupEngine
 from ...instrumentation import Instrumentation
 from ...lineup import Lineup, unreadable_state
 from ...mcp_client import McpServer, McpToolSchema
@@ -48,7 +47,7 @@ from ...turn import (
 from ...upstream import CallGuard, upstream_options
 from .client import ServiceChatClient, build_client
 from .compaction import TurnSafeCompaction
-from .state import PayloadLogging, TurnState, current_turn
+from .state import TurnState, current_turn
 from .tools import (
     ASK_USER,
     ASK_USER_TOOL,
@@ -71,7 +70,7 @@ FEATURES = EngineFeatures(
 )
 
 
-class Engine:
+class Engine(LineupEngine):
     """The service's agent, as built once per process from its spec."""
 
     name = NAME
@@ -87,30 +86,16 @@ class Engine:
         budget_for: Callable[[str, int], int],
         call_guard: CallGuard | None = None,
     ) -> None:
-        self._lineup = Lineup(
-            spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for
+        super().__init__(
+            Lineup(spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for)
         )
-        if self._lineup.kind not in self.features.team_kinds:
-            raise ValueError(
-                f"the {NAME} engine runs a lone agent; this service declares a "
-                f"{self._lineup.kind} team"
-            )
-        self.kind = self._lineup.kind
-        self.names = self._lineup.names
         [self._agent] = self.names
-        self._member = self._lineup.members[self._agent]
+        self._member = self.lineup.members[self._agent]
         self._settings = settings
         self._instrumentation = instrumentation
         self._call_guard = call_guard
         self._count = count_tokens
         self._max_chars = settings.tool_result_max_chars
-        self._payload_logging: PayloadLogging = (
-            "content"
-            if settings.log_payload_content_unsafe
-            else "shape"
-            if settings.log_payload_shape
-            else "off"
-        )
         # Wrapped once here: a tool's schema is inferred from its function.
         self._tools: dict[str, ServiceFunctionTool | McpFunctionTool] = {
             t.name: ServiceFunctionTool(t, self._max_chars, instrumentation)
@@ -119,46 +104,24 @@ class Engine:
         self._offered = [*self._tools.values()]
         if USER in self._member.spec.handoffs:
             self._offered.append(ASK_USER_TOOL)
-        self._lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
+        self.lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
         self._client: ServiceChatClient | None = None
         self._max_tokens: int | None = None
 
-    @property
-    def history_budget(self) -> int:
-        return self._lineup.history_budget
-
-    @property
-    def tool_descriptions(self) -> dict[str, str]:
-        return self._lineup.tool_descriptions
-
-    @property
-    def agent_descriptions(self) -> dict[str, str]:
-        return self._lineup.agent_descriptions
-
-    @property
-    def approval_tool_names(self) -> list[str]:
-        return self._lineup.approval_tool_names
-
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         handoffs = [ASK_USER] if ASK_USER_TOOL in self._offered else []
-        added = self._lineup.add_mcp_tools(server, schemas, lambda _: handoffs)
+        added = self.lineup.add_mcp_tools(server, schemas, lambda _: handoffs)
         for tool in added:
             self._tools[tool.name] = built = McpFunctionTool(tool, self._instrumentation)
             self._offered.append(built)
-        self._lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
-
-    def awaiting(self, state: SavedState | None) -> Awaiting | None:
-        return self._lineup.awaiting(state, NAME)
-
-    def accepts_edits(self, agent: str, tool: str) -> bool:
-        return self._lineup.accepts_edits(agent, tool)
+        self.lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
 
     async def start(self) -> None:
         upstream = upstream_options(self._settings, self._instrumentation, self._call_guard)
         self._client = build_client(
             upstream,
             self._instrumentation,
-            max_tool_iterations=self._lineup.limits.max_tool_iterations,
+            max_tool_iterations=self.lineup.limits.max_tool_iterations,
             middleware=[ToolCalls()],
         )
         self._max_tokens = upstream.max_tokens
@@ -225,7 +188,7 @@ class Engine:
             text = decisions_text(turn.approvals, turn.awaiting)
         assert text is not None
         transcript = Transcript(
-            self._lineup.limits.max_tool_iterations,
+            self.lineup.limits.max_tool_iterations,
             frozenset({ASK_USER}),
             settled,
             # The approved calls ran in this turn, before the agent.
@@ -238,7 +201,7 @@ class Engine:
                 member=self._member,
                 transcript=transcript,
                 emit=events.put_nowait,
-                payload_logging=self._payload_logging,
+                payload_logging=self._settings.payload_logging,
             )
         )
         agent = self._agent_for_turn(instructions=self._member.system_message, tools=self._offered)
@@ -318,7 +281,7 @@ class Engine:
 
         return await turn_result(
             transcript,
-            self._lineup,
+            self.lineup,
             engine=NAME,
             limit_reason=None,
             usage=usage,

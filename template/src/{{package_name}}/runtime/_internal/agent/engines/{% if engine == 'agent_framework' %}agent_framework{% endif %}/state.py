@@ -6,15 +6,13 @@ through `current_turn`, set by the turn for the task that runs it."""
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal
 
 from agent_framework import Content
 
+from ....settings import PayloadLogging
 from ...lineup import Member
 from ...transcript import Call, Transcript
 from ...turn import TurnEvent
-
-PayloadLogging = Literal["off", "shape", "content"]
 
 
 @dataclass

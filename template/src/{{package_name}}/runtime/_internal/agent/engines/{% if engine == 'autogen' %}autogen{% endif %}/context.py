@@ -1,7 +1,7 @@
 """An agent's model context: the history it is sent, kept within its token budget."""
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from autogen_core.model_context import ChatCompletionContext
@@ -13,12 +13,11 @@ from autogen_core.models import (
     UserMessage,
 )
 
+from ....settings import PayloadLogging
 from ...history import trim_to_budget
 from ...tokens import TokenCounter, message_tokens
 
 log = structlog.get_logger(__name__)
-
-PayloadLogging = Literal["off", "shape", "content"]
 
 
 def message_text(message: LLMMessage) -> str:

@@ -41,8 +41,7 @@ from autogen_core.tools import BaseTool
 from ....contract import ChatMessage, StopReason
 from ....settings import CoreSettings
 from ...approvals import Decided, decide, decisions_text
-from ...conversation import Awaiting, SavedState
-from ...engine import EngineFeatures
+from ...engine import EngineFeatures, LineupEngine
 from ...history import trim_to_budget
 from ...instrumentation import Instrumentation
 from ...lineup import Lineup, Member, unreadable_state
@@ -60,7 +59,7 @@ from ...turn import (
 )
 from ...upstream import CallGuard, upstream_options
 from .client import build_model_client, complete
-from .context import PayloadLogging, TurnTrimmingContext
+from .context import TurnTrimmingContext
 from .tools import (
     ASK_USER,
     AwaitingApprovalTool,
@@ -106,7 +105,7 @@ class _Built:
     needs_approval: Mapping[str, JsonSafeFunctionTool]
 
 
-class AutoGenEngine:
+class AutoGenEngine(LineupEngine):
     """The lone agent or team the service runs, on AutoGen. Each turn (`run`) builds its own
     AutoGen agents, model contexts and team: only the model client, the tools and the
     handoffs are shared between turns."""
@@ -128,23 +127,14 @@ class AutoGenEngine:
         # delivers into the installed tracer provider: some 60 spans and a millisecond of CPU
         # a turn, in traces that have the agent, tool and model call spans already.
         os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
-        self.lineup = Lineup(
-            spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for
+        super().__init__(
+            Lineup(spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for)
         )
-        self.kind = self.lineup.kind
-        self.names = self.lineup.names
         self._settings = settings
         self._count = count_tokens
         self._instrumentation = instrumentation
         self._call_guard = call_guard
         self._max_chars = settings.tool_result_max_chars
-        self._payload_logging: PayloadLogging = (
-            "content"
-            if settings.log_payload_content_unsafe
-            else "shape"
-            if settings.log_payload_shape
-            else "off"
-        )
         self._built = {name: self._build(member) for name, member in self.lineup.members.items()}
         self.lineup.set_budgets(self._schemas)
         # Tools that only hand over (to an agent, to the user, or to an approver): the
@@ -184,22 +174,6 @@ class AutoGenEngine:
             h.handoff_tool.schema for h in built.handoffs
         ]
 
-    @property
-    def history_budget(self) -> int:
-        return self.lineup.history_budget
-
-    @property
-    def tool_descriptions(self) -> dict[str, str]:
-        return self.lineup.tool_descriptions
-
-    @property
-    def agent_descriptions(self) -> dict[str, str]:
-        return self.lineup.agent_descriptions
-
-    @property
-    def approval_tool_names(self) -> list[str]:
-        return self.lineup.approval_tool_names
-
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         def handoff_names(agent: str) -> list[str]:
             return [h.name for h in self._built[agent].handoffs]
@@ -213,12 +187,6 @@ class AutoGenEngine:
                 needs_approval=built.needs_approval,
             )
         self.lineup.set_budgets(self._schemas)
-
-    def awaiting(self, state: SavedState | None) -> Awaiting | None:
-        return self.lineup.awaiting(state, self.name)
-
-    def accepts_edits(self, agent: str, tool: str) -> bool:
-        return self.lineup.accepts_edits(agent, tool)
 
     async def start(self) -> None:
         # Made here, not at import: a client bound to another event loop fails later.
@@ -370,7 +338,7 @@ class AutoGenEngine:
                 [_history_message(m, name) for m in history],
                 member.history_budget,
                 self._count,
-                self._payload_logging,
+                self._settings.payload_logging,
                 self._instrumentation.history_trimmed,
             )
             for name, member in members.items()
