@@ -1,7 +1,8 @@
 """A turn as the service sees it, whatever engine runs it: what it starts from, the events
 it yields, how it ends, and what every model call of it adds up to."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
@@ -137,3 +138,22 @@ class TurnUsage:
 
 # Set by each run for the model calls made under it, a team runtime's tasks included.
 current_usage: ContextVar[TurnUsage | None] = ContextVar("turn_usage", default=None)
+
+
+def count_model_usage(prompt_tokens: int, completion_tokens: int) -> None:
+    """Adds a model call's tokens to its turn's usage."""
+    if (usage := current_usage.get()) is not None:
+        usage.prompt_tokens += prompt_tokens
+        usage.completion_tokens += completion_tokens
+
+
+@contextmanager
+def noting_model_failure() -> Iterator[None]:
+    """Keeps a model call's failure for its turn: the framework may pass it on wrapped, or,
+    in a team, as a bare RuntimeError."""
+    try:
+        yield
+    except Exception as error:
+        if (usage := current_usage.get()) is not None:
+            usage.model_failure = error
+        raise

@@ -26,7 +26,7 @@ from agent_framework.openai import RawOpenAIChatCompletionClient
 from ....settings import PayloadLogging
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...tools import is_tool_error
-from ...turn import UnusableAnswer, current_usage
+from ...turn import UnusableAnswer, count_model_usage, noting_model_failure
 from ...upstream import UpstreamOptions
 from .state import current_turn
 
@@ -65,7 +65,7 @@ class ObservedModelCalls(ChatMiddleware):
                 messages=[_describe(m, turn.payload_logging, tool_names) for m in context.messages],
             )
         if not context.stream:
-            with self._observe(self._model) as call, _noting_failure(), _unwrapped():
+            with self._observe(self._model) as call, noting_model_failure(), _unwrapped():
                 await call_next()
                 assert isinstance(context.result, ChatResponse)
                 _answered(call, context.result)
@@ -81,7 +81,7 @@ class ObservedModelCalls(ChatMiddleware):
         self, stream: "ResponseStream[ChatResponseUpdate, ChatResponse[Any]]"
     ) -> AsyncIterator[ChatResponseUpdate]:
         # The call is made as the stream is read: its span spans the reading.
-        with self._observe(self._model) as call, _noting_failure(), _unwrapped():
+        with self._observe(self._model) as call, noting_model_failure(), _unwrapped():
             async for update in stream:
                 yield update
             _answered(call, await stream.get_final_response())
@@ -99,18 +99,6 @@ def _unwrapped() -> Iterator[None]:
         raise
 
 
-@contextmanager
-def _noting_failure() -> Iterator[None]:
-    """Keeps a model call's failure for the turn."""
-    try:
-        yield
-    except Exception as error:
-        usage = current_usage.get()
-        if usage is not None:
-            usage.model_failure = error
-        raise
-
-
 def _answered(call: ModelCallRecord, response: ChatResponse[Any]) -> None:
     if not response.messages:
         # A completion with no choices: Agent Framework would take it for an empty answer.
@@ -118,10 +106,7 @@ def _answered(call: ModelCallRecord, response: ChatResponse[Any]) -> None:
     details = response.usage_details or {}
     prompt_tokens = details.get("input_token_count") or 0
     completion_tokens = details.get("output_token_count") or 0
-    usage = current_usage.get()
-    if usage is not None:
-        usage.prompt_tokens += prompt_tokens
-        usage.completion_tokens += completion_tokens
+    count_model_usage(prompt_tokens, completion_tokens)
     calls = [c for m in response.messages for c in m.contents if c.type == "function_call"]
     turn = current_turn.get()
     if turn is not None and calls:

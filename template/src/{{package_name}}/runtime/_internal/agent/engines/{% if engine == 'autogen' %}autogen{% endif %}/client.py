@@ -1,7 +1,6 @@
 """The model client every turn shares, with each call's usage and failure noted for the turn."""
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from autogen_core.models import (
@@ -16,7 +15,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...specs import USER
-from ...turn import current_usage
+from ...turn import count_model_usage, noting_model_failure
 from ...upstream import UpstreamOptions
 
 # Assumed for model names the openai client does not know (vLLM, Ollama, gateways).
@@ -40,7 +39,7 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
         self._observe = instrumentation.model_call
 
     async def create(self, *args: Any, **kwargs: Any) -> CreateResult:
-        with self._observe(self._model) as call, _noting_failure():
+        with self._observe(self._model) as call, noting_model_failure():
             result = await super().create(*args, **kwargs)
             _record_answer(call, result)
         return result
@@ -48,7 +47,7 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
     async def create_stream(
         self, *args: Any, **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
-        with self._observe(self._model) as call, _noting_failure():
+        with self._observe(self._model) as call, noting_model_failure():
             stream = super().create_stream(*args, **{**kwargs, "include_usage": True})
             async for item in stream:
                 if isinstance(item, CreateResult):
@@ -56,23 +55,8 @@ class _ServiceModelClient(OpenAIChatCompletionClient):
                 yield item
 
 
-@contextmanager
-def _noting_failure() -> Iterator[None]:
-    """Keeps a model call's failure for the turn: a team reports it as a bare RuntimeError."""
-    try:
-        yield
-    except Exception as error:
-        usage = current_usage.get()
-        if usage is not None:
-            usage.model_failure = error
-        raise
-
-
 def _record_answer(call: ModelCallRecord, result: CreateResult) -> None:
-    usage = current_usage.get()
-    if usage is not None:
-        usage.prompt_tokens += result.usage.prompt_tokens
-        usage.completion_tokens += result.usage.completion_tokens
+    count_model_usage(result.usage.prompt_tokens, result.usage.completion_tokens)
     call.answered(
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
