@@ -9,8 +9,7 @@ the budget the service computed for the agent's prompt and tools.
 from collections.abc import Callable
 
 import structlog
-from agent_framework import Message, included_messages
-from agent_framework._compaction import set_excluded  # not exported, unlike its reader
+from agent_framework import EXCLUDE_REASON_KEY, EXCLUDED_KEY, Message, included_messages
 
 from ...history import trim_to_budget
 from ...tokens import TokenCounter, message_tokens
@@ -44,5 +43,7 @@ class TurnSafeCompaction:
             budget=self._budget,
         )
         for message in kept[: trim.first_kept]:
-            set_excluded(message, excluded=True, reason="history budget")
+            # As the framework's own strategies mark a message, by its public keys.
+            message.additional_properties[EXCLUDED_KEY] = True
+            message.additional_properties[EXCLUDE_REASON_KEY] = "history budget"
         return True
