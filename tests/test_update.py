@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -1066,6 +1067,50 @@ def test_the_leftover_check_finds_markers_and_rejected_hunks_only(tmp_path: Path
     assert "'docs/notes.md': [2, 4, 6]" in result.stdout
     assert "['pyproject.toml.rej']" in result.stdout
     assert "vendored.py" not in result.stdout
+
+
+def test_switching_the_engine_keeps_the_teams_files_and_passes_their_tests(
+    updated: Update, tmp_path: Path
+) -> None:
+    """`copier update --data engine=agent_framework`: the runtime moves to the other engine,
+    the team's files stay as they were, and the team's tests pass on it unchanged."""
+    service = clone(updated.service, tmp_path / "to-agent-framework", updated.update_commit)
+    team_files = {name: read(service, name) for name in TEAM_FILES}
+
+    log = tmp_path / "update.log"
+    with output_of_subprocesses(log):
+        update(
+            service.path,
+            vcs_ref=updated.template.commit,
+            data={"engine": "agent_framework"},
+            quiet=True,
+        )
+
+    assert merge_leftovers(service.path) == [], log.read_text(encoding="utf-8")[-3000:]
+    assert {name: read(service, name) for name in TEAM_FILES} == team_files
+    engines = service.path / "src" / service.answers["package_name"] / "runtime"
+    engines = engines / "_internal" / "agent" / "engines"
+    packages = [p.name for p in engines.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert packages == ["agent_framework"]
+    dependencies = tomllib.loads(read(service, "pyproject.toml"))["project"]["dependencies"]
+    assert not [d for d in dependencies if "autogen" in d]
+    assert [d for d in dependencies if d.startswith("agent-framework-core")]
+    service.run("ruff", "check", ".")
+    result = service.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "tests/test_agent.py",
+        "tests/test_tools.py",
+        "tests/runtime/test_engine_boundary.py",
+    )
+    for team_test in (
+        "tests/test_agent.py::test_the_agent_calls_the_teams_tool",
+        "tests/test_tools.py::test_ticket_priority_names_the_priority",
+    ):
+        assert f"PASSED {team_test}" in result.stdout, result.stdout[-2000:]
 
 
 def test_switching_to_a_team_renders_the_example_team_and_keeps_the_teams_files(
