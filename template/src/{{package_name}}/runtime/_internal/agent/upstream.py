@@ -109,7 +109,9 @@ class _GuardedTransport:
         ended = await self._guard(request)
         try:
             response = await self._inner.handle_async_request(request)
-        except self._library.ConnectError:  # the request never left: nothing was spent
+        except (self._library.ConnectError, self._library.ConnectTimeout):
+            # No connection, so the request never left: nothing was spent. Charging it would
+            # drain every key's budget, attempt by attempt, while the model server is down.
             await _finish(ended(CallCut.NOT_SERVED))
             raise
         except BaseException:
