@@ -34,6 +34,7 @@ from .turn import (
     TurnResult,
     UnusableAnswer,
 )
+from .upstream import hanging_up_answers
 
 log = structlog.get_logger(__name__)
 
@@ -451,8 +452,9 @@ class AgentRun:
         self._interrupted = asyncio.create_task(interrupted)
 
     async def _forward(self, events: AsyncIterator[TurnEvent]) -> None:
-        async for event in events:
-            self._events.put_nowait(event)
+        async with hanging_up_answers():
+            async for event in events:
+                self._events.put_nowait(event)
 
     async def next_event(self) -> TurnEvent:
         """The run's next event; `ApiError` when it failed, timed out, lost its client or

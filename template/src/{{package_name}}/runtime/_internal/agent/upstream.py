@@ -2,7 +2,10 @@
 client, which every engine's model client is built from."""
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -66,9 +69,9 @@ def upstream_options(
         key = settings.model_api_key
         # Local servers such as Ollama take no key, but the SDK insists on one.
         api_key = key.get_secret_value() if key else "unused"
-    if instrumentation.upstream_attempt is not None:
-        # The SDK retries below the engine, where no result shows it: each attempt is seen here.
-        http_client.event_hooks = {"request": [instrumentation.upstream_attempt]}
+    # The SDK retries below the engine, where no result shows it: each attempt is seen here.
+    attempt_hooks = [instrumentation.upstream_attempt] if instrumentation.upstream_attempt else []
+    http_client.event_hooks = {"request": attempt_hooks, "response": [_note_open_answer]}
     if call_guard is not None:
         _guard_transports(http_client, call_guard)
     return UpstreamOptions(
@@ -80,6 +83,34 @@ def upstream_options(
         max_tokens=settings.reply_reserve_tokens if settings.model_send_max_tokens else None,
         http_client=http_client,
     )
+
+
+# The model answers of the run in this context that may still be open (`hanging_up_answers`).
+_run_answers: ContextVar["weakref.WeakSet[Any] | None"] = ContextVar("run_answers", default=None)
+
+
+async def _note_open_answer(response: Any) -> None:
+    if (answers := _run_answers.get()) is not None:
+        answers.add(response)
+
+
+@asynccontextmanager
+async def hanging_up_answers() -> AsyncIterator[None]:
+    """Close, when the block ends, every model answer opened within it and still open.
+
+    An engine may leave a streamed answer to the garbage collector: AutoGen does when a
+    cancellation lands between two chunks. The connection would stay open until a
+    collection, the model server generating (and billing) all the while, and a budget's
+    reservation unsettled.
+    """
+    answers: weakref.WeakSet[Any] = weakref.WeakSet()
+    token = _run_answers.set(answers)
+    try:
+        yield
+    finally:
+        _run_answers.reset(token)
+        for response in list(answers):
+            await response.aclose()
 
 
 def _guard_transports(client: Any, guard: CallGuard) -> None:
