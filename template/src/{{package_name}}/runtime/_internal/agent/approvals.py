@@ -61,7 +61,7 @@ async def decide(
         call = calls[approval.id]
         if approval.decision == "approve":
             arguments = approval.arguments or call.arguments
-            yield ToolCallStarted(call.name, arguments, awaiting.agent)
+            yield ToolCallStarted(call.name, arguments, awaiting.agent, call.id)
             problem = arguments_problem(arguments)
             content = (
                 refuse(call.name, f"arguments: {problem}", call.id)
@@ -69,7 +69,7 @@ async def decide(
                 else await run(call.name, json.loads(arguments), call.id)
             )
             failed = is_tool_error(content)
-            yield ToolCallFinished(call.name, failed, awaiting.agent)
+            yield ToolCallFinished(call.name, failed, awaiting.agent, call.id, content)
         else:
             reason = approval.reason or "A person declined to approve this call."
             content = tool_error_json("rejected", reason, retryable=False, max_chars=max_chars)

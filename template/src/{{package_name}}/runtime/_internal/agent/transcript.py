@@ -78,7 +78,7 @@ class Transcript:
             self.messages.append(
                 InnerMessage(source, "tool_call", call.arguments, call.name, call.id)
             )
-        return [ToolCallStarted(call.name, call.arguments, source) for call in shown]
+        return [ToolCallStarted(call.name, call.arguments, source, call.id) for call in shown]
 
     def calls_answered(self, source: str, results: Sequence[CallResult]) -> list[TurnEvent]:
         events: list[TurnEvent] = []
@@ -91,7 +91,9 @@ class Transcript:
                     source, "tool_result", result.content, result.name, result.call_id, failed
                 )
             )
-            events.append(ToolCallFinished(result.name, failed, source))
+            events.append(
+                ToolCallFinished(result.name, failed, source, result.call_id, result.content)
+            )
         return events
 
     def handoff(self, source: str, target: str, content: str) -> None:

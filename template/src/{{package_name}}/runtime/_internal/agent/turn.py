@@ -26,6 +26,7 @@ class ToolCallStarted:
     name: str
     arguments: str  # as the model wrote them: may be invalid JSON, may hold personal data
     source: str
+    call_id: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ToolCallFinished:
     name: str
     is_error: bool
     source: str
+    call_id: str
+    content: str  # the tool's answer, as the model is sent it: may hold personal data
 
 
 InnerMessageType = Literal["text", "tool_call", "tool_result", "handoff"]
