@@ -1,0 +1,28 @@
+// Drives the service's AG-UI endpoint with the official client: a plain run, then a run
+// that waits for an approval and the run that resumes it. Prints what the subscriber saw.
+import { HttpAgent } from "@ag-ui/client";
+
+const [url, stamp] = process.argv.slice(2);
+
+async function run(agent, parameters) {
+  const seen = [];
+  await agent.runAgent(parameters, { onEvent: ({ event }) => void seen.push(event) });
+  return seen;
+}
+
+const plain = new HttpAgent({ url, threadId: `plain-${stamp}` });
+plain.messages = [{ id: "m1", role: "user", content: "Hello" }];
+const hello = await run(plain, { runId: "run-1" });
+
+const approving = new HttpAgent({ url, threadId: `approval-${stamp}` });
+approving.messages = [{ id: "m2", role: "user", content: '/tool close_account {"account": "42"}' }];
+const paused = await run(approving, { runId: "run-2" });
+const interrupts = paused.at(-1).outcome.interrupts;
+const resume = interrupts.map((interrupt) => ({
+  interruptId: interrupt.id,
+  status: "resolved",
+  payload: { decision: "approve" },
+}));
+const resumed = await run(approving, { runId: "run-3", resume });
+
+console.log(JSON.stringify({ hello, paused, resumed, messages: approving.messages }));
