@@ -14,7 +14,7 @@ import yaml
 from rendering import VARIANTS, Rendered, render, require_python
 
 # Modules whose fixtures render or update whole services once for all their tests.
-GROUPED_MODULES = ("test_matrix", "test_update", "test_bench")
+GROUPED_MODULES = ("test_matrix", "test_update", "test_engine_switch", "test_bench")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -182,7 +182,9 @@ class Lineup:
                 "session_engine_changed",
                 f"This session was saved by the {state.engine} engine, and this service runs "
                 f"its agents on {engine}, which cannot go on from what {state.engine} left. "
-                "DELETE the session (`DELETE /v1/sessions/{id}`) to start it over.",
+                f"A service still running {state.engine} can finish it (during a rolling "
+                "deploy, or after rolling back); else DELETE the session "
+                "(`DELETE /v1/sessions/{id}`) to start it over.",
             )
         if state.kind != self.kind or state.agents != self.names:
             raise StateRefused(
