@@ -1,7 +1,6 @@
-"""What servers (b), (c) and (d) share: the chat API's bodies, the prompts and the tool.
+"""What the bench's own servers share: the chat API's bodies, the prompts and the tool.
 
-Imported by `passthrough.py`, `naive.py` and `bare_team.py`, which run from this folder in
-the rendered service's environment.
+Imported by the servers that run from this folder, each in a rendered service's environment.
 """
 
 import os
@@ -37,7 +36,7 @@ def lookup_customer(customer_id: str) -> dict[str, str]:
 
 
 def model_client() -> "OpenAIChatCompletionClient":
-    """The AutoGen model client of (c) and (d), for the stub at `BENCH_UPSTREAM_URL`."""
+    """The AutoGen model client of (c), (d) and (ad), for the stub at `BENCH_UPSTREAM_URL`."""
     # Imported here: the passthrough (b) imports this module too, and must not load AutoGen.
     from autogen_core.models import ModelFamily, ModelInfo
     from autogen_ext.models.openai import OpenAIChatCompletionClient

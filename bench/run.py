@@ -32,13 +32,16 @@ SERVERS = {
     "b": "bare passthrough",
     "c": "naive shared agent",
     "d": "bare request-scoped team",
+    "ad": "bare request-scoped agent, AutoGen",
+    "afd": "bare request-scoped agent, Agent Framework",
     "e": "rendered service, /v1/chat/completions",
 }
 # The scenarios of the lone agent, measured on (a), (af), (b) and (c); the team scenario is
 # measured on a service rendered with a team, (a), against (b) and (d) of the same shape.
 AGENT_SCENARIOS: tuple[Scenario, ...] = ("plain", "tool")
-# The lone agent's servers that take turns: the service on each engine, and the floor.
-AGENT_SERVERS = ("a", "af", "b")
+# The lone agent's servers that take turns: the service on each engine, the floor, and a
+# bare request-scoped agent of each engine, that engine's own floor.
+AGENT_SERVERS = ("a", "af", "b", "ad", "afd")
 TEAM_SERVERS = ("a", "b", "d")
 # With two CPUs or more the server under test gets one to itself; the stub and the load
 # generator share another.
@@ -181,6 +184,8 @@ class Bench:
                 "b": "passthrough:team_app" if self.team else "passthrough:app",
                 "c": "naive:app",
                 "d": "bare_team:app",
+                "ad": "bare_autogen:app",
+                "afd": "bare_agent_framework:app",
             }[name]
             command = [self.python, "-m", "uvicorn", app, "--port", str(port)]
             command += ["--no-access-log", "--log-level", "warning"]
@@ -256,7 +261,13 @@ def measure(
         bench.start_upstream(stack)
         af_bench.upstream_url = bench.upstream_url
         # (af) is the service as (a) is, from the render on the other engine.
-        started = {"a": bench.server("a"), "af": af_bench.server("a"), "b": bench.server("b")}
+        started = {
+            "a": bench.server("a"),
+            "af": af_bench.server("a"),
+            "b": bench.server("b"),
+            "ad": bench.server("ad"),
+            "afd": af_bench.server("afd"),
+        }
         shared = {name: stack.enter_context(started[name]) for name in AGENT_SERVERS}
         for url, _ in shared.values():
             for scenario in AGENT_SCENARIOS:
@@ -368,33 +379,44 @@ def report(figures: dict[str, Any]) -> str:
     by_key = {(m.scenario, m.concurrency, m.server): m for m in measurements}
     lines = ["", HEADER, *(_row(m) for m in measurements), ""]
     lines += [
-        "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) | CPU (b)/(a) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | concurrency | req/s (a)/(b) | p50 (a)/(b) | p99 (a)/(b) | CPU (b)/(a) "
+        "| req/s (a)/(ad) | CPU (ad)/(a) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     agent_rows = [m for m in measurements if m.scenario != "openai"]
     for scenario, level in dict.fromkeys((m.scenario, m.concurrency) for m in agent_rows):
         a, b = by_key[scenario, level, "a"], by_key[scenario, level, "b"]
-        lines.append(
+        line = (
             f"| {scenario} | {level} | {a.result.rps / b.result.rps:.2f} "
             f"| {a.result.p50_ms / b.result.p50_ms:.2f} | {a.result.p99_ms / b.result.p99_ms:.2f} "
-            f"| {b.server_cpu_ms / a.server_cpu_ms:.2f} |"
+            f"| {b.server_cpu_ms / a.server_cpu_ms:.2f} "
         )
+        if (ad := by_key.get((scenario, level, "ad"))) is None:  # the team has (d) instead
+            lines.append(line + "| | |")
+        else:
+            lines.append(
+                line + f"| {a.result.rps / ad.result.rps:.2f} "
+                f"| {ad.server_cpu_ms / a.server_cpu_ms:.2f} |"
+            )
     lines += [
         "",
         "| Agent Framework: scenario | concurrency | req/s (af)/(b) | p50 (af)/(b) "
-        "| p99 (af)/(b) | CPU (b)/(af) | req/s (af)/(a) | CPU ms/request (a) / (af) / (b) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p99 (af)/(b) | CPU (b)/(af) | req/s (af)/(afd) | CPU (afd)/(af) | req/s (af)/(a) "
+        "| CPU ms/request (a) / (af) / (afd) / (b) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario, level in dict.fromkeys(
         (m.scenario, m.concurrency) for m in measurements if m.server == "af"
     ):
-        a, af, b = (by_key[scenario, level, name] for name in AGENT_SERVERS)
+        a, af, b, _, afd = (by_key[scenario, level, name] for name in AGENT_SERVERS)
         lines.append(
             f"| {scenario} | {level} | {af.result.rps / b.result.rps:.2f} "
             f"| {af.result.p50_ms / b.result.p50_ms:.2f} "
             f"| {af.result.p99_ms / b.result.p99_ms:.2f} "
-            f"| {b.server_cpu_ms / af.server_cpu_ms:.2f} | {af.result.rps / a.result.rps:.2f} "
-            f"| {a.server_cpu_ms:.2f} / {af.server_cpu_ms:.2f} / {b.server_cpu_ms:.2f} |"
+            f"| {b.server_cpu_ms / af.server_cpu_ms:.2f} "
+            f"| {af.result.rps / afd.result.rps:.2f} | {afd.server_cpu_ms / af.server_cpu_ms:.2f} "
+            f"| {af.result.rps / a.result.rps:.2f} | {a.server_cpu_ms:.2f} "
+            f"/ {af.server_cpu_ms:.2f} / {afd.server_cpu_ms:.2f} / {b.server_cpu_ms:.2f} |"
         )
     lines += [
         "",
