@@ -1,7 +1,7 @@
 """Server (d) of the Agent Framework scenarios: a bare request-scoped Agent Framework agent.
 
-Every request builds one `Agent` around a model client shared by the process (as the
-service does), with the system prompt and the tool, and runs it: nothing else, no limits,
+Every request builds one `Agent` around a model client and a tool shared by the process (as
+the service does), with the system prompt, and runs it: nothing else, no limits,
 trimming, logging, tracing or sessions. What the service on Agent Framework (af) costs over
 this is the cost of its own features, as (a) over (d) in the team scenario on AutoGen. Runs
 in the Agent Framework render's environment as `uvicorn bare_agent_framework:app`, with the
@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from agent_framework import Agent
+from agent_framework import Agent, tool
 from agent_framework.openai import OpenAIChatCompletionClient
 from baseline import SYSTEM_PROMPT, ChatReply, ChatRequest, lookup_customer
 from fastapi import FastAPI, Request
@@ -26,6 +26,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+# Built once, as the service builds its tools at start-up: a tool holds no request's state.
+LOOKUP_CUSTOMER = tool(lookup_customer)
 app = FastAPI(lifespan=lifespan)
 
 
@@ -37,7 +39,7 @@ async def healthz() -> dict[str, str]:
 @app.post("/v1/chat")
 async def chat(body: ChatRequest, request: Request) -> ChatReply:
     agent = Agent(
-        client=request.app.state.client, instructions=SYSTEM_PROMPT, tools=[lookup_customer]
+        client=request.app.state.client, instructions=SYSTEM_PROMPT, tools=[LOOKUP_CUSTOMER]
     )
     response = await agent.run(body.messages[-1].content)
     return ChatReply(reply=response.text)
