@@ -55,10 +55,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "a2a": True,
         "budgets": True,
     },
-    # A lone agent on the second engine, Microsoft Agent Framework, with what it must carry:
-    # Redis sessions and runs, the OpenAI-compatible API, tools from MCP servers, budgets.
+    # A swarm on the second engine, Microsoft Agent Framework, with what it must carry: Redis
+    # sessions and runs, the OpenAI-compatible API, tools from MCP servers, budgets. Its
+    # runtime tests run a lone agent and the other kinds of team too.
     "agent_framework": {
         "engine": "agent_framework",
+        "agent_team": "swarm",
         "session_store": "redis",
         "runs": "redis",
         "openai_api": True,

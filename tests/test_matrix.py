@@ -44,7 +44,6 @@ Needs = dict[Answer, tuple[Answer, ...]]
 NEEDS: Needs = {
     ("runs", "redis"): (("session_store", "redis"),),
     ("kubernetes", True): (("docker", True),),
-    ("engine", "agent_framework"): (("agent_team", "single"),),
     ("budgets", True): (("auth", "api_key"), ("session_store", "redis")),
 }
 
@@ -203,7 +202,6 @@ def test_choices_in_every_form_copier_takes() -> None:
     [
         {"auth": "oauth"},
         {"python_version": "3.10"},
-        {"engine": "agent_framework", "agent_team": "swarm"},
     ],
 )
 def test_copier_refusals_are_recognised(tmp_path: Path, answers: Answers) -> None:

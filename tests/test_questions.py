@@ -73,20 +73,10 @@ def test_runs_given_without_redis_sessions_is_refused(tmp_path: Path) -> None:
         render(tmp_path / "out", {"runs": "redis"}, pretend=True, skip_tasks=True)
 
 
-def test_a_team_on_agent_framework_is_refused_with_one_line(tmp_path: Path) -> None:
-    render(tmp_path / "lone", {"engine": "agent_framework"}, pretend=True, skip_tasks=True)
-    with pytest.raises(ValueError, match="Validation error for question 'engine': ") as raised:
-        render(
-            tmp_path / "team",
-            {"engine": "agent_framework", "agent_team": "swarm"},
-            pretend=True,
-            skip_tasks=True,
-        )
-    message = str(raised.value).split(": ", 1)[1].strip()
-    assert message.splitlines() == [
-        "Teams on Agent Framework are not supported yet: answer agent_team=single, or "
-        "engine=autogen."
-    ]
+def test_every_team_renders_on_agent_framework(tmp_path: Path) -> None:
+    for kind in ("single", "round_robin", "selector", "swarm"):
+        answers = {"engine": "agent_framework", "agent_team": kind}
+        render(tmp_path / kind, answers, pretend=True, skip_tasks=True)
 
 
 def team_files(project: Path) -> dict[str, bytes]:

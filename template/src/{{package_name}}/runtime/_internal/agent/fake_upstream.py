@@ -7,7 +7,8 @@ part of the user's message addressed to it (`@NAME: ...`), if the message addres
 anyone. Directives:
 
 - `/tool NAME {"arg": ...}` asks for a call of tool NAME with those arguments (sent
-  verbatim, so malformed JSON can be tried too);
+  verbatim, so malformed JSON can be tried too); `/tools NAME {...} && NAME {...}` for
+  several calls at once, in one answer;
 - `/handoff AGENT` calls the handoff tool `transfer_to_AGENT`; `/ask QUESTION` calls
   `ask_user`, the handoff to the user;
 - `/say TEXT` answers with TEXT (the rest of its line);
@@ -273,25 +274,31 @@ def _answer(messages: list[dict[str, Any]], offered_tools: set[str]) -> dict[str
     if text == "/transcript":
         return _say("transcript: " + " | ".join(f"{m['role']}: {_text(m)}" for m in messages))
     if text.startswith("/handoff "):
-        return _call(messages, offered_tools, f"transfer_to_{text.removeprefix('/handoff ')}", "{}")
+        target = text.removeprefix("/handoff ")
+        return _call(messages, offered_tools, (f"transfer_to_{target}", "{}"))
     if text.startswith("/ask "):
         question = json.dumps({"question": text.removeprefix("/ask ").strip()})
-        return _call(messages, offered_tools, "ask_user", question)
-    if text.startswith("/tool "):
-        name, _, arguments = text.removeprefix("/tool ").strip().partition(" ")
-        return _call(messages, offered_tools, name, arguments.strip() or "{}")
+        return _call(messages, offered_tools, ("ask_user", question))
+    if text.startswith(("/tool ", "/tools ")):
+        directive, _, requested = text.partition(" ")
+        calls = requested.split(" && ") if directive == "/tools" else [requested]
+        named = [call.strip().partition(" ") for call in calls]
+        return _call(messages, offered_tools, *((n, a.strip() or "{}") for n, _, a in named))
     return _say(f"You said: {text}")
 
 
 def _call(
-    messages: list[dict[str, Any]], offered_tools: set[str], name: str, arguments: str
+    messages: list[dict[str, Any]], offered_tools: set[str], *calls: tuple[str, str]
 ) -> dict[str, Any]:
-    name = name.strip()
-    if name not in offered_tools:
-        return _say(f"tool {name} is not available")
-    call = {"id": f"call_{len(messages)}", "type": "function"}
-    call["function"] = {"name": name, "arguments": arguments}
-    return {"role": "assistant", "content": None, "tool_calls": [call]}
+    tool_calls = []
+    for index, (name, arguments) in enumerate(calls):
+        name = name.strip()
+        if name not in offered_tools:
+            return _say(f"tool {name} is not available")
+        call = {"id": f"call_{len(messages)}" + (f"_{index}" if index else ""), "type": "function"}
+        call["function"] = {"name": name, "arguments": arguments}
+        tool_calls.append(call)
+    return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
 
 def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:

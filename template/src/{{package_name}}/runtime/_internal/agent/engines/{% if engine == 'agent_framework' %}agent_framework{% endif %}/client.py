@@ -23,6 +23,7 @@ from agent_framework import (
 from agent_framework.exceptions import ChatClientException
 from agent_framework.openai import RawOpenAIChatCompletionClient
 
+from ....contract import ChatMessage
 from ....settings import PayloadLogging
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...tools import is_tool_error
@@ -154,6 +155,11 @@ def result_text(content: Content) -> str:
     if isinstance(result, list):
         return "".join(part.text or "" for part in result if isinstance(part, Content))
     return "" if result is None else str(result)
+
+
+def history_message(message: ChatMessage) -> Message:
+    role = "assistant" if message.role == "assistant" else "user"
+    return Message(role=role, contents=[Content.from_text(message.content)])
 
 
 def message_text(message: Message) -> str:

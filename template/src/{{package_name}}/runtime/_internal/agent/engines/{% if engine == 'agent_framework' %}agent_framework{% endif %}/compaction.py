@@ -12,10 +12,17 @@ import structlog
 from agent_framework import EXCLUDE_REASON_KEY, EXCLUDED_KEY, Message, included_messages
 
 from ...history import trim_to_budget
+from ...specs import USER
 from ...tokens import TokenCounter, message_tokens
 from .client import message_text
 
 log = structlog.get_logger(__name__)
+
+
+def starts_turn_of(message: Message) -> bool:
+    """Whether `message` is the user's, which starts a turn: a teammate's message reaches an
+    agent of a team as a user message too, but with the teammate's name."""
+    return message.role == "user" and message.author_name in (None, USER)
 
 
 class TurnSafeCompaction:
@@ -29,7 +36,7 @@ class TurnSafeCompaction:
     async def __call__(self, messages: list[Message]) -> bool:
         kept = included_messages(messages)
         costs = [message_tokens(self._count, message_text(message)) for message in kept]
-        starts_turn = [message.role == "user" for message in kept]
+        starts_turn = [starts_turn_of(message) for message in kept]
         trim = trim_to_budget(costs, starts_turn, self._budget)
         if trim.first_kept == 0:
             return False

@@ -1,22 +1,23 @@
-"""A lone agent on Microsoft Agent Framework.
+"""A lone agent or a team on Microsoft Agent Framework.
 
 Split by lifetime as on any engine: the model client, its middleware and the tools are
-built once per process; the `RawAgent`, its session and the compaction of its history are
-built for one turn and dropped with it. A turn paused for approval keeps the agent's
-session (`AgentSession.to_dict()`) in the saved state; any other turn goes on from the
-conversation's transcript.
+built once per process; the `RawAgent`s, their sessions, the compaction of their histories
+and a team's workflow are built for one turn and dropped with it. A lone agent's turn
+paused for approval keeps the agent's session (`AgentSession.to_dict()`) in the saved
+state; any other lone agent's turn goes on from the conversation's transcript. A team
+keeps its state in every session (`team.py`).
 """
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import suppress
 from typing import Any
 
 import openai
 from agent_framework import (
     AgentSession,
     Content,
+    FunctionTool,
     InMemoryHistoryProvider,
     Message,
     RawAgent,
@@ -25,7 +26,6 @@ from agent_framework.exceptions import ChatClientException
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from ....contract import ChatMessage
 from ....settings import CoreSettings
 from ...approvals import Decided, decide, decisions_text
 from ...engine import EngineFeatures, LineupEngine
@@ -45,15 +45,18 @@ from ...turn import (
     current_usage,
 )
 from ...upstream import CallGuard, upstream_options
-from .client import ServiceChatClient, build_client
+from .client import ServiceChatClient, build_client, history_message
 from .compaction import TurnSafeCompaction
-from .state import TurnState, current_turn
+from .state import TurnState, current_turn, events_while
+from .team import TEAM_KINDS, TeamAgent, TeamTurn
 from .tools import (
     ASK_USER,
     ASK_USER_TOOL,
+    HANDOFF_PREFIX,
     McpFunctionTool,
     ServiceFunctionTool,
     ToolCalls,
+    handoff_tool,
     tool_span,
 )
 
@@ -66,7 +69,7 @@ FEATURES = EngineFeatures(
     # quote what it was sent: personal data.
     content_loggers=("agent_framework",),
     quiet_loggers=(),
-    team_kinds=frozenset({"single"}),
+    team_kinds=frozenset({"single", *TEAM_KINDS}),
 )
 
 
@@ -89,38 +92,59 @@ class Engine(LineupEngine):
         super().__init__(
             Lineup(spec, settings=settings, count_tokens=count_tokens, budget_for=budget_for)
         )
-        [self._agent] = self.names
-        self._member = self.lineup.members[self._agent]
-        self._settings = settings
-        self._instrumentation = instrumentation
+        self._agent = self.names[0]  # a lone agent's name
+        self.settings = settings
+        self.instrumentation = instrumentation
         self._call_guard = call_guard
-        self._count = count_tokens
+        self.count_tokens = count_tokens
         self._max_chars = settings.tool_result_max_chars
-        # Wrapped once here: a tool's schema is inferred from its function.
-        self._tools: dict[str, ServiceFunctionTool | McpFunctionTool] = {
-            t.name: ServiceFunctionTool(t, self._max_chars, instrumentation)
-            for t in (*self._member.tools, *self._member.needs_approval.values())
+        # Each agent's own, wrapped once here: a tool's schema is inferred from its function.
+        self._tools: dict[str, dict[str, ServiceFunctionTool | McpFunctionTool]] = {
+            name: {
+                t.name: ServiceFunctionTool(t, self._max_chars, instrumentation)
+                for t in (*member.tools, *member.needs_approval.values())
+            }
+            for name, member in self.lineup.members.items()
         }
-        self._offered = [*self._tools.values()]
-        if USER in self._member.spec.handoffs:
-            self._offered.append(ASK_USER_TOOL)
-        self.lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
+        self._offered: dict[str, list[FunctionTool]] = {
+            name: [*tools.values()] for name, tools in self._tools.items()
+        }
+        for name, member in self.lineup.members.items():
+            self._offered[name] += [
+                ASK_USER_TOOL if target == USER else handoff_tool(target)
+                for target in member.spec.handoffs
+            ]
+        self.lineup.set_budgets(self._schemas)
+        # Tools that only hand over (to an agent, to the user): the handoff tells the story.
+        self._handoff_tools = frozenset(
+            ASK_USER if target == USER else HANDOFF_PREFIX + target
+            for member in self.lineup.members.values()
+            for target in member.spec.handoffs
+        ) | {ASK_USER}
         self._client: ServiceChatClient | None = None
         self._max_tokens: int | None = None
 
+    def _schemas(self, agent: str) -> list[Any]:
+        """What every model call of `agent` is sent besides its messages: its tools."""
+        return [tool.to_json_schema_spec() for tool in self._offered[agent]]
+
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
-        handoffs = [ASK_USER] if ASK_USER_TOOL in self._offered else []
-        added = self.lineup.add_mcp_tools(server, schemas, lambda _: handoffs)
-        for tool in added:
-            self._tools[tool.name] = built = McpFunctionTool(tool, self._instrumentation)
-            self._offered.append(built)
-        self.lineup.set_budgets(lambda _: [t.to_json_schema_spec() for t in self._offered])
+        def handoffs(agent: str) -> list[str]:
+            handoffs = self.lineup.members[agent].spec.handoffs
+            return [ASK_USER if target == USER else HANDOFF_PREFIX + target for target in handoffs]
+
+        added = self.lineup.add_mcp_tools(server, schemas, handoffs)
+        for name in self.names:
+            for tool in added:
+                self._tools[name][tool.name] = built = McpFunctionTool(tool, self.instrumentation)
+                self._offered[name].append(built)
+        self.lineup.set_budgets(self._schemas)
 
     async def start(self) -> None:
-        upstream = upstream_options(self._settings, self._instrumentation, self._call_guard)
+        upstream = upstream_options(self.settings, self.instrumentation, self._call_guard)
         self._client = build_client(
             upstream,
-            self._instrumentation,
+            self.instrumentation,
             max_tool_iterations=self.lineup.limits.max_tool_iterations,
             middleware=[ToolCalls()],
         )
@@ -143,71 +167,125 @@ class Engine(LineupEngine):
         return None
 
     async def complete(self, instructions: str, text: str) -> str:
-        response = await self._agent_for_turn(instructions=instructions, tools=[]).run(text)
+        response = await self._agent_for_turn(self._agent, instructions, tools=[]).run(text)
         return response.text
 
-    def _agent_for_turn(self, *, instructions: str, tools: Sequence[Any]) -> RawAgent[Any]:
+    async def answer(self, messages: Sequence[Message]) -> str:
+        """One model call outside any agent, of the turn under way (a selector's choice)."""
+        assert self._client is not None, "Engine.start() makes the model client"
+        options: dict[str, Any] = {}
+        if self._max_tokens is not None:
+            options["extra_body"] = {"max_tokens": self._max_tokens}
+        response = await self._client.get_response(list(messages), options=options)  # type: ignore[arg-type]
+        return response.text
+
+    def _agent_for_turn(
+        self, name: str, instructions: str, *, tools: Sequence[Any], team: bool = False
+    ) -> RawAgent[Any]:
         assert self._client is not None, "Engine.start() makes the model client"
         options: dict[str, Any] = {}
         if self._max_tokens is not None:
             # As `max_tokens`, which the setting names and every OpenAI-compatible server
             # reads: Agent Framework would send its option as `max_completion_tokens`.
             options["extra_body"] = {"max_tokens": self._max_tokens}
-        return RawAgent(
+        return (TeamAgent if team else RawAgent)(
             client=self._client,
-            name=self._agent,
+            name=name,
+            description=self.lineup.members[name].spec.description or f"The agent {name}.",
             instructions=instructions,
             tools=list(tools),
             default_options=options,  # type: ignore[arg-type]
             context_providers=[InMemoryHistoryProvider(skip_excluded=True)],
             compaction_strategy=TurnSafeCompaction(
-                self._member.history_budget, self._count, self._instrumentation.history_trimmed
+                self.lineup.members[name].history_budget,
+                self.count_tokens,
+                self.instrumentation.history_trimmed,
             ),
         )
 
-    async def run(self, turn: TurnInput, *, stream_text: bool) -> AsyncIterator[TurnEvent]:
+    def team_agent(self, name: str) -> RawAgent[Any]:
+        """A new agent of the team, for one turn."""
+        member = self.lineup.members[name]
+        return self._agent_for_turn(
+            name, member.system_message, tools=self._offered[name], team=True
+        )
+
+    async def decide(
+        self,
+        turn: TurnInput,
+        settled: list[InnerMessage],
+        session_of: Callable[[str], AgentSession],
+    ) -> AsyncIterator[TurnEvent]:
+        """Run or refuse the calls that waited for approval, and put their results where
+        the asking agent's placeholders were (in `session_of(agent)`)."""
+        awaiting = turn.awaiting
+        assert awaiting is not None  # the service checked the decisions against it
+        tools = self._tools[awaiting.agent]
+
+        async def run_approved(name: str, arguments: Mapping[str, Any], call_id: str) -> str:
+            with tool_span(tools[name], call_id):
+                return await tools[name].answer(arguments)
+
+        def refuse(name: str, problem: str, call_id: str) -> str:
+            with tool_span(tools[name], call_id):
+                return tools[name].refuse(problem)
+
+        decided: dict[str, Decided] = {}
+        async for event in decide(
+            turn.approvals,
+            awaiting,
+            run=run_approved,
+            refuse=refuse,
+            max_chars=self._max_chars,
+            settled=settled,
+            results=decided,
+        ):
+            yield event
+        _settle(session_of(awaiting.agent), decided)
+
+    def transcript(self, turn: TurnInput, settled: list[InnerMessage]) -> Transcript:
+        return Transcript(
+            self.lineup.limits.max_tool_iterations,
+            self._handoff_tools,
+            settled,
+            # The approved calls ran in this turn, before the agents.
+            tool_calls=sum(approval.decision == "approve" for approval in turn.approvals),
+        )
+
+    def run(self, turn: TurnInput, *, stream_text: bool) -> AsyncIterator[TurnEvent]:
+        if self.kind == "single":
+            return self._run_alone(turn, stream_text)
+        return TeamTurn(self, turn, stream_text).run()
+
+    async def _run_alone(self, turn: TurnInput, stream_text: bool) -> AsyncIterator[TurnEvent]:
         usage = TurnUsage()
         current_usage.set(usage)
         session, messages = self._session(turn)
         settled: list[InnerMessage] = []
         text = turn.newest
         if turn.approvals:
-            assert turn.awaiting is not None  # the service checked the decisions against it
-            decided: dict[str, Decided] = {}
-            async for event in decide(
-                turn.approvals,
-                turn.awaiting,
-                run=self._run_approved,
-                refuse=self._refuse,
-                max_chars=self._max_chars,
-                settled=settled,
-                results=decided,
-            ):
+            async for event in self.decide(turn, settled, lambda _: session):
                 yield event
-            _settle(session, decided)
+            assert turn.awaiting is not None
             text = decisions_text(turn.approvals, turn.awaiting)
         assert text is not None
-        transcript = Transcript(
-            self.lineup.limits.max_tool_iterations,
-            frozenset({ASK_USER}),
-            settled,
-            # The approved calls ran in this turn, before the agent.
-            tool_calls=sum(approval.decision == "approve" for approval in turn.approvals),
-        )
+        transcript = self.transcript(turn, settled)
         events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        current_turn.set(
-            TurnState(
-                agent=self._agent,
-                member=self._member,
-                transcript=transcript,
-                emit=events.put_nowait,
-                payload_logging=self._settings.payload_logging,
-            )
+        member = self.lineup.members[self._agent]
+        state = TurnState(
+            agent=self._agent,
+            member=member,
+            transcript=transcript,
+            emit=events.put_nowait,
+            payload_logging=self.settings.payload_logging,
         )
-        agent = self._agent_for_turn(instructions=self._member.system_message, tools=self._offered)
+        current_turn.set(state)
+        agent = self._agent_for_turn(
+            self._agent, member.system_message, tools=self._offered[self._agent]
+        )
         messages.append(Message(role="user", contents=[Content.from_text(text)]))
         with (
-            self._instrumentation.agent_run(),
+            self.instrumentation.agent_run(),
             _tracer.start_as_current_span(
                 f"invoke_agent {self._agent}",
                 attributes={
@@ -218,33 +296,14 @@ class Engine(LineupEngine):
                 set_status_on_exception=False,
             ) as span,
         ):
-            answering = asyncio.create_task(
-                self._answer(agent, messages, session, transcript, stream_text, events)
-            )
-            waiting: asyncio.Future[TurnEvent] | None = None
             try:
-                while True:
-                    waiting = asyncio.ensure_future(events.get())
-                    await asyncio.wait({waiting, answering}, return_when=asyncio.FIRST_COMPLETED)
-                    if waiting.done():
-                        yield waiting.result()
-                        continue
-                    waiting.cancel()
-                    while not events.empty():
-                        yield events.get_nowait()
-                    break
-                answering.result()  # its failure, if it failed
+                answering = self._answer(agent, messages, session, state, stream_text, events)
+                async for event in events_while(answering, events):
+                    yield event
             except Exception as error:
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 span.set_attribute("error.type", type(error).__name__)
                 raise
-            finally:
-                if waiting is not None:
-                    waiting.cancel()  # a run stopped while waiting for the next event
-                if not answering.done():
-                    answering.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await answering
         yield await self._result(transcript, session, usage, keep_state=turn.keep_state)
 
     async def _answer(
@@ -252,12 +311,13 @@ class Engine(LineupEngine):
         agent: RawAgent[Any],
         messages: list[Message],
         session: AgentSession,
-        transcript: Transcript,
+        state: TurnState,
         stream_text: bool,
         events: "asyncio.Queue[TurnEvent]",
     ) -> None:
         """Run the agent: its tool calls tell the transcript as they happen (`ToolCalls`),
         its text at the end, and as it streams when `stream_text` is set."""
+        transcript = state.transcript
         if stream_text:
             stream = agent.run(messages, session=session, stream=True)
             async for update in stream:
@@ -267,7 +327,7 @@ class Engine(LineupEngine):
             response = await stream.get_final_response()
         else:
             response = await agent.run(messages, session=session)
-        if transcript.last_chat is not None and transcript.last_chat.type == "handoff":
+        if state.run_ended():
             return  # the turn ended with a question or a call waiting for approval
         final = response.messages[-1] if response.messages else None
         if final is not None and final.role == "assistant" and final.text:
@@ -302,22 +362,7 @@ class Engine(LineupEngine):
             except (LookupError, TypeError, ValueError, AttributeError) as error:
                 raise unreadable_state("Agent Framework cannot load the agent's session") from error
             return session, []
-        return AgentSession(), [_history_message(message) for message in turn.history]
-
-    async def _run_approved(self, name: str, arguments: Mapping[str, Any], call_id: str) -> str:
-        tool = self._tools[name]
-        with tool_span(tool, call_id):
-            return await tool.answer(arguments)
-
-    def _refuse(self, name: str, problem: str, call_id: str) -> str:
-        tool = self._tools[name]
-        with tool_span(tool, call_id):
-            return tool.refuse(problem)
-
-
-def _history_message(message: ChatMessage) -> Message:
-    role = "assistant" if message.role == "assistant" else "user"
-    return Message(role=role, contents=[Content.from_text(message.content)])
+        return AgentSession(), [history_message(message) for message in turn.history]
 
 
 def _settle(session: AgentSession, decided: Mapping[str, Decided]) -> None:

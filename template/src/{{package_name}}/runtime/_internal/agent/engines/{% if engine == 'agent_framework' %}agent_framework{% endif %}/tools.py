@@ -18,7 +18,7 @@ from agent_framework.observability import get_function_span, get_function_span_a
 
 from ...approvals import AWAITING_APPROVAL, arguments_problem
 from ...instrumentation import Instrumentation
-from ...lineup import McpTool
+from ...lineup import McpTool, Member
 from ...specs import USER
 from ...tools import ServiceTool
 from ...transcript import CallResult
@@ -26,6 +26,9 @@ from .client import result_text
 from .state import current_turn
 
 ASK_USER = "ask_user"
+# A swarm's handoff tools, named as AutoGen names them, so that a model is offered the same
+# tools on either engine: Agent Framework's `HandoffBuilder` would name them `handoff_to_<x>`.
+HANDOFF_PREFIX = "transfer_to_"
 
 
 class _AnsweringTool(FunctionTool):
@@ -113,13 +116,33 @@ ASK_USER_TOOL = FunctionTool(
 )
 
 
+def _hand_off() -> str:
+    return ""  # never run: `ToolCalls` answers a handoff itself
+
+
+def handoff_tool(target: str) -> FunctionTool:
+    """The tool with which an agent of a swarm hands the conversation to `target`."""
+    return FunctionTool(
+        name=f"{HANDOFF_PREFIX}{target}", description=f"Handoff to {target}.", func=_hand_off
+    )
+
+
+def handoff_target(member: Member, tool_name: str) -> str | None:
+    """The agent that a call of `tool_name` by `member` hands over to; None for no handoff."""
+    target = tool_name.removeprefix(HANDOFF_PREFIX)
+    if target != tool_name and target != USER and target in member.spec.handoffs:
+        return target
+    return None
+
+
 class ToolCalls(FunctionMiddleware):
     """Runs every tool call of a turn, and tells the turn's story of it.
 
     A call whose arguments are no JSON object is refused with our `invalid_arguments` error:
     Agent Framework would hand the tool `{"raw": text}`. A call of a tool that needs
     approval, and a question for the user, end the turn: the first answers the model with a
-    placeholder, which the next turn replaces with the real result once a person decided.
+    placeholder, which the next turn replaces with the real result once a person decided. A
+    handoff ends the agent's run, and the team's next speaker is the agent handed to.
     """
 
     async def process(
@@ -134,11 +157,17 @@ class ToolCalls(FunctionMiddleware):
         arguments = turn.arguments.get(call_id, "{}")
         if tool.name == ASK_USER:
             question = _question(arguments)
-            turn.transcript.handoff(turn.agent, USER, question)
+            turn.hand_over(USER, question)
             context.result = question
             raise MiddlewareTermination(result=question)
+        target = handoff_target(turn.member, tool.name)
+        if target is not None:
+            message = f"Transferred to {target}, adopting the role of {target} immediately."
+            turn.hand_over(target, message)
+            context.result = message
+            raise MiddlewareTermination(result=message)
         if tool.name in turn.member.needs_approval:
-            turn.transcript.handoff(turn.agent, USER, AWAITING_APPROVAL)
+            turn.hand_over(USER, AWAITING_APPROVAL)
             context.result = AWAITING_APPROVAL
             raise MiddlewareTermination(result=AWAITING_APPROVAL)
         with tool_span(tool, call_id):

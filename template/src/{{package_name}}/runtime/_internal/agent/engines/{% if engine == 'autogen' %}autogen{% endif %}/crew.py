@@ -474,17 +474,17 @@ async def _load_state(
 
 
 def _trim_thread(state: dict[str, Any], count: TokenCounter, budget: int) -> None:
-    """Keep a team manager's message thread within the history budget, by whole turns: the
-    manager keeps every message of every turn, and the selector rebuilds its history from it."""
+    """Keep a team's threads within the history budget, by whole turns: the manager keeps
+    every message of every turn, and the selector rebuilds its history from it; an agent of
+    a swarm that is not handed the conversation buffers every message it is sent until it is."""
     for agent_state in state.get("agent_states", {}).values():
-        thread = agent_state.get("message_thread")
-        if not thread:
-            continue
-        costs = [message_tokens(count, json.dumps(message.get("content"))) for message in thread]
-        starts_turn = [message.get("source") == USER for message in thread]
-        agent_state["message_thread"] = thread[
-            trim_to_budget(costs, starts_turn, budget).first_kept :
-        ]
+        for key in ("message_thread", "message_buffer"):
+            thread = agent_state.get(key)
+            if not thread:
+                continue
+            costs = [message_tokens(count, json.dumps(m.get("content"))) for m in thread]
+            starts_turn = [m.get("source") == USER for m in thread]
+            agent_state[key] = thread[trim_to_budget(costs, starts_turn, budget).first_kept :]
 
 
 def _raised_by_framework(error: BaseException) -> bool:
