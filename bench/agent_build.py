@@ -40,11 +40,13 @@ def agent_framework_build(
     """The `RawAgent` with its compaction strategy, a fresh `AgentSession`, and the history
     as Agent Framework's messages."""
     module = importlib.import_module(f"{internal}.agent.engines.agent_framework.engine")
-    instructions = engine._member.system_message
+    client = importlib.import_module(f"{internal}.agent.engines.agent_framework.client")
+    name = engine.names[0]
+    instructions = engine.lineup.members[name].system_message
 
     def build() -> object:
-        agent = engine._agent_for_turn(instructions=instructions, tools=engine._offered)
-        return agent, module.AgentSession(), [module._history_message(m) for m in history]
+        agent = engine._agent_for_turn(name, instructions, tools=engine._offered[name])
+        return agent, module.AgentSession(), [client.history_message(m) for m in history]
 
     return build
 

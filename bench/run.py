@@ -33,7 +33,7 @@ SERVERS = {
     "c": "naive shared agent",
     "d": "bare request-scoped team",
     "ad": "bare request-scoped agent, AutoGen",
-    "afd": "bare request-scoped agent, Agent Framework",
+    "afd": "bare request-scoped agent (the team scenario: team), Agent Framework",
     "e": "rendered service, /v1/chat/completions",
 }
 # The scenarios of the lone agent, measured on (a), (af), (b) and (c); the team scenario is
@@ -42,7 +42,8 @@ AGENT_SCENARIOS: tuple[Scenario, ...] = ("plain", "tool")
 # The lone agent's servers that take turns: the service on each engine, the floor, and a
 # bare request-scoped agent of each engine, that engine's own floor.
 AGENT_SERVERS = ("a", "af", "b", "ad", "afd")
-TEAM_SERVERS = ("a", "b", "d")
+# The team's: the service and a bare request-scoped team on each engine, and the floor.
+TEAM_SERVERS = ("a", "b", "d", "af", "afd")
 # With two CPUs or more the server under test gets one to itself; the stub and the load
 # generator share another.
 SERVER_CPU = 0
@@ -185,7 +186,7 @@ class Bench:
                 "c": "naive:app",
                 "d": "bare_team:app",
                 "ad": "bare_autogen:app",
-                "afd": "bare_agent_framework:app",
+                "afd": "bare_agent_framework:team_app" if self.team else "bare_agent_framework:app",
             }[name]
             command = [self.python, "-m", "uvicorn", app, "--port", str(port)]
             command += ["--no-access-log", "--log-level", "warning"]
@@ -253,7 +254,11 @@ def _drive_measured(
 
 
 def measure(
-    args: argparse.Namespace, bench: Bench, af_bench: Bench, team_bench: Bench
+    args: argparse.Namespace,
+    bench: Bench,
+    af_bench: Bench,
+    team_bench: Bench,
+    af_team_bench: Bench,
 ) -> dict[str, Any]:
     measurements: list[Measurement] = []
     per_round = max(args.requests // args.rounds, 1)
@@ -295,7 +300,10 @@ def measure(
         rss = {name: _rss_growth(args, *shared[name]) for name in ("a", "af")}
     with ExitStack() as stack:
         team_bench.start_upstream(stack)
-        servers = {name: stack.enter_context(team_bench.server(name)) for name in TEAM_SERVERS}
+        af_team_bench.upstream_url = team_bench.upstream_url
+        started = {name: team_bench.server(name) for name in ("a", "b", "d")}
+        started |= {"af": af_team_bench.server("a"), "afd": af_team_bench.server("afd")}
+        servers = {name: stack.enter_context(started[name]) for name in TEAM_SERVERS}
         for url, _ in servers.values():
             asyncio.run(drive(url, API_KEY, "team", 8, args.warmup))
         for level in args.levels:
@@ -406,7 +414,9 @@ def report(figures: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for scenario, level in dict.fromkeys(
-        (m.scenario, m.concurrency) for m in measurements if m.server == "af"
+        (m.scenario, m.concurrency)
+        for m in measurements
+        if m.server == "af" and m.scenario in AGENT_SCENARIOS
     ):
         a, af, b, _, afd = (by_key[scenario, level, name] for name in AGENT_SERVERS)
         lines.append(
@@ -421,16 +431,20 @@ def report(figures: dict[str, Any]) -> str:
     lines += [
         "",
         "| team: concurrency | req/s (a)/(d) | p50 (a)/(d) | p99 (a)/(d) | CPU (d)/(a) "
-        "| CPU ms/request (a) | (d) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| req/s (af)/(afd) | p99 (af)/(afd) | CPU (afd)/(af) | req/s (af)/(a) "
+        "| CPU ms/request (a) / (d) / (af) / (afd) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for level in dict.fromkeys(m.concurrency for m in measurements if m.scenario == "team"):
-        a, d = by_key["team", level, "a"], by_key["team", level, "d"]
+        a, _, d, af, afd = (by_key["team", level, name] for name in TEAM_SERVERS)
         lines.append(
             f"| {level} | {a.result.rps / d.result.rps:.2f} "
             f"| {a.result.p50_ms / d.result.p50_ms:.2f} | {a.result.p99_ms / d.result.p99_ms:.2f} "
-            f"| {d.server_cpu_ms / a.server_cpu_ms:.2f} | {a.server_cpu_ms:.2f} "
-            f"| {d.server_cpu_ms:.2f} |"
+            f"| {d.server_cpu_ms / a.server_cpu_ms:.2f} | {af.result.rps / afd.result.rps:.2f} "
+            f"| {af.result.p99_ms / afd.result.p99_ms:.2f} "
+            f"| {afd.server_cpu_ms / af.server_cpu_ms:.2f} | {af.result.rps / a.result.rps:.2f} "
+            f"| {a.server_cpu_ms:.2f} / {d.server_cpu_ms:.2f} / {af.server_cpu_ms:.2f} "
+            f"/ {afd.server_cpu_ms:.2f} |"
         )
     lines += [
         "",
@@ -533,11 +547,19 @@ def main(argv: list[str] | None = None) -> int:
             Path(workdir) / "agent_framework", pinned, answers, engine="agent_framework"
         )
         team_bench = Bench(Path(workdir) / "team", pinned, answers, team=True)
-        for each in (bench, af_bench, team_bench):
+        af_team_bench = Bench(
+            Path(workdir) / "agent_framework_team",
+            pinned,
+            answers,
+            team=True,
+            engine="agent_framework",
+        )
+        benches = (bench, af_bench, team_bench, af_team_bench)
+        for each in benches:
             each.workdir.mkdir()
             each.render_and_install()
         print(HEADER, flush=True)
-        figures = measure(args, bench, af_bench, team_bench)
+        figures = measure(args, *benches)
     print(report(figures))
     print(f"load average at end: {_load_average():.2f}")
     if args.json:

@@ -25,6 +25,7 @@ GUARDED = [
     ("plain", "af", "afd"),
     ("tool", "af", "afd"),
     ("team", "a", "d"),
+    ("team", "af", "afd"),
     ("openai", "e", "a"),
 ]
 
@@ -64,6 +65,7 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_both_engines_and_th
     assert "| req/s (af)/(afd) | CPU (afd)/(af) |" in run.stdout
     assert "Building one request-scoped agent:" in run.stdout
     assert "| team: concurrency | req/s (a)/(d) |" in run.stdout
+    assert "| req/s (af)/(afd) | p99 (af)/(afd) | CPU (afd)/(af) |" in run.stdout
     assert "| OpenAI facade: concurrency | req/s (e)/(a) |" in run.stdout
 
     figures = json.loads(figures_file.read_text())
@@ -71,12 +73,13 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_both_engines_and_th
         (m["scenario"], m["concurrency"], m["server"]): m["result"] for m in figures["measurements"]
     }
     # Two levels: the lone agent's two scenarios on (a), (af), (b), (c), (ad), (afd); the
-    # team's on (a), (b), (d); the OpenAI facade (e) beside /v1/chat (a).
-    assert len(runs) == 2 * (2 * 6 + 3 + 2)
+    # team's on (a), (b), (d), (af), (afd); the OpenAI facade (e) beside /v1/chat (a).
+    assert len(runs) == 2 * (2 * 6 + 5 + 2)
     tool_servers = {server for scenario, _, server in runs if scenario == "tool"}
     assert tool_servers == {"a", "af", "b", "c", "ad", "afd"}
     assert {server for scenario, _, server in runs if scenario == "openai"} == {"a", "e"}
-    assert {server for scenario, _, server in runs if scenario == "team"} == {"a", "b", "d"}
+    team_servers = {server for scenario, _, server in runs if scenario == "team"}
+    assert team_servers == {"a", "b", "d", "af", "afd"}
     for (scenario, level, server), result in runs.items():
         if server in ("a", "af", "ad", "afd", "b", "d", "e"):
             assert (result["errors"], result["cross_talk"]) == (0, 0), (scenario, level, server)
