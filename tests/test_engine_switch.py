@@ -3,7 +3,8 @@
 A service rendered on AutoGen with Redis sessions keeps two conversations in a real Redis,
 one of them paused on a call that waits for approval. `copier update --data
 engine=agent_framework` moves it to Agent Framework; the service, started again on the same
-Redis, continues both. Then the same back to AutoGen: a rollback loses nothing either.
+Redis, continues both, and pauses a third. Then the same back to AutoGen, which approves
+that one: a rollback loses nothing either.
 """
 
 import json
@@ -191,33 +192,35 @@ def service(
     return running_service
 
 
+def approve(client: Client, session_id: str, call_id: str) -> dict[str, Any]:
+    approval = {"id": call_id, "decision": "approve"}
+    status, answer = client.chat({"session_id": session_id, "approvals": [approval]})
+    assert status == 200, answer
+    assert answer["status"] == "completed"
+    return answer
+
+
 def test_open_conversations_go_on_after_switching_engines_and_back(
     service: Service, template_repository: TemplateRepository
 ) -> None:
     refund = '/tool issue_refund {"customer_id": "C-1001", "amount": "20"}'
     with service.serving() as client:
         assert say(client, "plain", "canary-7f3a is my order")["status"] == "completed"
-        paused = say(client, "paused", refund)
-        assert paused["status"] == "awaiting_approval"
-        [pending] = paused["pending_tool_calls"]
-    approval = {"id": pending["id"], "decision": "approve"}
+        [paused_by_autogen] = say(client, "paused", refund)["pending_tool_calls"]
 
     service.switch_to("agent_framework", template_repository)
     with service.serving() as client:
         history = say(client, "plain", "/transcript")["reply"]
         assert "canary-7f3a is my order" in history  # AutoGen's turn, in Agent Framework's context
         assert say(client, "plain", "canary-91be under Agent Framework")["status"] == "completed"
-        # A call AutoGen paused is not carried over yet: refused, and kept as it was.
-        status, refused = client.chat({"session_id": "paused", "approvals": [approval]})
-        assert status == 409, refused
-        assert refused["error"]["type"] == "session_engine_changed"
+        approved = approve(client, "paused", paused_by_autogen["id"])
+        assert "issue_refund returned" in approved["reply"]
+        [paused_by_agent_framework] = say(client, "paused-again", refund)["pending_tool_calls"]
 
     service.switch_to("autogen", template_repository)
     with service.serving() as client:
         history = say(client, "plain", "/transcript")["reply"]
-        status, approved = client.chat({"session_id": "paused", "approvals": [approval]})
+        approved = approve(client, "paused-again", paused_by_agent_framework["id"])
     assert "canary-7f3a is my order" in history
     assert "canary-91be under Agent Framework" in history
-    assert status == 200, approved
-    assert approved["status"] == "completed"
     assert "issue_refund returned" in approved["reply"]

@@ -178,14 +178,17 @@ class Lineup:
         if state.engine != engine:
             if self.kind == "single" and state.awaiting is None:
                 return None  # the transcript holds the whole conversation
-            raise StateRefused(
-                "session_engine_changed",
-                f"This session was saved by the {state.engine} engine, and this service runs "
-                f"its agents on {engine}, which cannot go on from what {state.engine} left. "
-                f"A service still running {state.engine} can finish it (during a rolling "
-                "deploy, or after rolling back); else DELETE the session "
-                "(`DELETE /v1/sessions/{id}`) to start it over.",
-            )
+            # A lone agent's paused calls are engine-neutral (id, tool, arguments): this
+            # engine goes on from the transcript and them. A team's state is its engine's own.
+            if self.kind != "single" or state.kind != "single":
+                raise StateRefused(
+                    "session_engine_changed",
+                    f"This session was saved by the {state.engine} engine, and this service "
+                    f"runs its agents on {engine}, which cannot go on from what "
+                    f"{state.engine} left. A service still running {state.engine} can finish "
+                    "it (during a rolling deploy, or after rolling back); else DELETE the "
+                    "session (`DELETE /v1/sessions/{id}`) to start it over.",
+                )
         if state.kind != self.kind or state.agents != self.names:
             raise StateRefused(
                 "session_team_changed",

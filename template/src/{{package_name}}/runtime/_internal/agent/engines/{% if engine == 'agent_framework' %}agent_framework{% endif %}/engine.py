@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from ....settings import CoreSettings
-from ...approvals import Decided, decide, decisions_text
+from ...approvals import AWAITING_APPROVAL, Decided, decide, decisions_text
 from ...engine import EngineFeatures, LineupEngine
 from ...instrumentation import Instrumentation
 from ...lineup import Lineup, unreadable_state
@@ -362,7 +362,31 @@ class Engine(LineupEngine):
             except (LookupError, TypeError, ValueError, AttributeError) as error:
                 raise unreadable_state("Agent Framework cannot load the agent's session") from error
             return session, []
-        return AgentSession(), [history_message(message) for message in turn.history]
+        history = [history_message(message) for message in turn.history]
+        if turn.awaiting is None or turn.awaiting.kind != "approval":
+            return AgentSession(), history
+        # Paused by the other engine: its calls, as this engine would have kept them.
+        calls = turn.awaiting.calls
+        session = AgentSession()
+        session.state[_HISTORY] = {
+            "messages": [
+                *history,
+                Message(
+                    role="assistant",
+                    contents=[
+                        Content.from_function_call(c.id, c.name, arguments=c.arguments)
+                        for c in calls
+                    ],
+                ),
+                Message(
+                    role="tool",
+                    contents=[
+                        Content.from_function_result(c.id, result=AWAITING_APPROVAL) for c in calls
+                    ],
+                ),
+            ]
+        }
+        return session, []
 
 
 def _settle(session: AgentSession, decided: Mapping[str, Decided]) -> None:

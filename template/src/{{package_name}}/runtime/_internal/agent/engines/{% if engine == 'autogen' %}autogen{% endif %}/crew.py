@@ -28,11 +28,12 @@ from autogen_agentchat.messages import (
     ToolCallRequestEvent,
 )
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
     FunctionExecutionResult,
+    FunctionExecutionResultMessage,
     LLMMessage,
     UserMessage,
 )
@@ -267,14 +268,28 @@ class AutoGenEngine(LineupEngine):
             )
             async for event in decided:
                 yield event
-            contexts[awaiting.agent].settle(
-                {
-                    call_id: FunctionExecutionResult(
-                        content=r.content, name=r.name, call_id=call_id, is_error=r.is_error
+            settled_results = {
+                call_id: FunctionExecutionResult(
+                    content=r.content, name=r.name, call_id=call_id, is_error=r.is_error
+                )
+                for call_id, r in results.items()
+            }
+            context = contexts[awaiting.agent]
+            if state is None:
+                # Paused by the other engine: its calls, with their results, as this engine
+                # keeps them.
+                calls = awaiting.calls
+                await context.add_message(
+                    AssistantMessage(
+                        content=[FunctionCall(c.id, c.arguments, c.name) for c in calls],
+                        source=awaiting.agent,
                     )
-                    for call_id, r in results.items()
-                }
-            )
+                )
+                await context.add_message(
+                    FunctionExecutionResultMessage(content=[settled_results[c.id] for c in calls])
+                )
+            else:
+                context.settle(settled_results)
             text = decisions_text(turn.approvals, awaiting)
         assert text is not None
         task: TextMessage | HandoffMessage = TextMessage(content=text, source=USER)
