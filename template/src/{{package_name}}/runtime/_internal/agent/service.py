@@ -446,10 +446,11 @@ class AgentRun:
         self._deadline = deadline
         self._engine = engine
         self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        self._run = asyncio.create_task(self._forward(events))
-        self._run.add_done_callback(lambda _: on_end())
         self._client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
         self._interrupted = asyncio.create_task(interrupted)
+        self._on_end = on_end
+        self._run = asyncio.create_task(self._forward(events))
+        self._run.add_done_callback(self._ended)
 
     async def _forward(self, events: AsyncIterator[TurnEvent]) -> None:
         async with hanging_up_answers():
@@ -484,6 +485,14 @@ class AgentRun:
         if self._interrupted in done:
             raise self._interrupted.result()
         raise deadline_exceeded()
+
+    def _ended(self, _: "asyncio.Task[None]") -> None:
+        # Nothing is left to watch for: stopped here too, since a turn whose stream the web
+        # framework abandons is closed by the garbage collector, which would otherwise find
+        # these tasks pending.
+        self._client_gone.cancel()
+        self._interrupted.cancel()
+        self._on_end()
 
     def close(self) -> None:
         """Stop watching the client and the conversation and, if the run has not ended,
