@@ -1,7 +1,6 @@
 """How the service reaches its model: the options of an `openai.AsyncOpenAI`-compatible
 client, which every engine's model client is built from."""
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,7 +32,8 @@ class CallCut(Enum):
 
 
 # How a model call ended, for its guard: the answer's body once read whole, or how it was cut.
-CallEnd = Callable[[bytes | CallCut], Awaitable[None]]
+# Synchronous, so that no cancellation can cut it short: a guard with I/O to do queues it.
+CallEnd = Callable[[bytes | CallCut], None]
 # A feature's hold on every chat completion (`Extensions.call_guard`): given the request
 # before it is sent, it raises to refuse it (`ModelCallRefused`), else returns what is told
 # how the call ended. Each attempt of the SDK's retries is a call of its own.
@@ -143,13 +143,13 @@ class _GuardedTransport:
         except (self._library.ConnectError, self._library.ConnectTimeout):
             # No connection, so the request never left: nothing was spent. Charging it would
             # drain every key's budget, attempt by attempt, while the model server is down.
-            await _finish(ended(CallCut.NOT_SERVED))
+            ended(CallCut.NOT_SERVED)
             raise
         except BaseException:
-            await _finish(ended(CallCut.CUT_OFF))
+            ended(CallCut.CUT_OFF)
             raise
         if not 200 <= response.status_code < 300:
-            await _finish(ended(CallCut.NOT_SERVED))  # the SDK reads the error, may try again
+            ended(CallCut.NOT_SERVED)  # the SDK reads the error, may try again
             return response
         # Of the transport's own library, as the reader of the response checks the type.
         stream_class = _watched_stream_class(self._library.AsyncByteStream)
@@ -165,17 +165,6 @@ class _GuardedTransport:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._inner.__aexit__(*exc_info)
-
-
-async def _finish(step: Awaitable[None]) -> None:
-    """Run `step` to its end even if the task is cancelled meanwhile: a reservation left
-    unsettled would count against a budget until its window ends."""
-    task = asyncio.ensure_future(step)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 @cache
@@ -194,17 +183,17 @@ def _watched_stream_class(base: type) -> type:
                 if len(self._body) > 2 * _KEPT_BODY_BYTES:
                     del self._body[:-_KEPT_BODY_BYTES]
                 yield chunk
-            await self._end(bytes(self._body[-_KEPT_BODY_BYTES:]))
+            self._end(bytes(self._body[-_KEPT_BODY_BYTES:]))
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
-                await self._end(CallCut.CUT_OFF)  # unless read whole: the client gave up on it
+                self._end(CallCut.CUT_OFF)  # unless read whole: the client gave up on it
 
-        async def _end(self, body: bytes | CallCut) -> None:
+        def _end(self, body: bytes | CallCut) -> None:
             ended, self._ended = self._ended, None
             if ended is not None:
-                await _finish(ended(body))
+                ended(body)
 
     return WatchedStream
