@@ -1,7 +1,9 @@
 """The AG-UI endpoint of a rendered service, driven by the official JavaScript client,
-`@ag-ui/client`'s `HttpAgent`, from the npm registry, under Node: a plain run, and a run
-that waits for an approval resumed by the next. The client checks the event stream against
-the protocol as it reads it, and fails the run on a violation.
+`@ag-ui/client`'s `HttpAgent`, from the npm registry, under Node: a plain run, a run that
+waits for an approval resumed by the next, and a frontend tool's round trip. The client
+checks the event stream against the protocol as it reads it, and fails the run on a
+violation; each stream it saw is then checked by a conformance validator from PyPI,
+`ag-ui-validate`, whose rules are stricter.
 
 The service has the default answers and Redis sessions: an approval goes on from the
 session that kept the paused turn.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ag_ui_validate.pytest_plugin import validate_agui
 from rendering import render
 
 HERE = Path(__file__).parent / "ag_ui_client"
@@ -116,6 +119,13 @@ def types(events: list[dict[str, Any]]) -> list[str]:
     return [event["type"] for event in events]
 
 
+def assert_conformant(events: list[dict[str, Any]]) -> None:
+    """No error or warning from the validator; its notes (`info`) are allowed."""
+    report = validate_agui(events)
+    findings = [d for d in report.diagnostics if d.severity != "info"]
+    assert not findings, "\n".join(f"{d.rule} {d.message} (event {d.event_index})" for d in findings)
+
+
 def test_the_official_client_runs_the_agent_and_resumes_an_approval(
     client_dir: Path, service_url: str
 ) -> None:
@@ -143,3 +153,24 @@ def test_the_official_client_runs_the_agent_and_resumes_an_approval(
     # The client's own record of the thread: the call, its result, the reply.
     roles = [message["role"] for message in seen["messages"]]
     assert roles == ["user", "assistant", "tool", "assistant"]
+
+    # A frontend tool: its call ends the run, and the next run carries the page's result.
+    called = seen["called"]
+    assert types(called) == [
+        "RUN_STARTED",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "RUN_FINISHED",
+    ]
+    assert called[1]["toolCallName"] == "show_chart"
+    assert json.loads(called[2]["delta"]) == {"kind": "bar"}
+    assert "outcome" not in called[-1] or called[-1]["outcome"]["type"] == "success"
+    continued = seen["continued"]
+    reply = "".join(e["delta"] for e in continued if e["type"] == "TEXT_MESSAGE_CONTENT")
+    assert reply == "[offline model] show_chart returned: drawn"
+    roles = [message["role"] for message in seen["pageMessages"]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+
+    for stream in ("hello", "paused", "resumed", "called", "continued"):
+        assert_conformant(seen[stream])

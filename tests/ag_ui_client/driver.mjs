@@ -1,5 +1,6 @@
-// Drives the service's AG-UI endpoint with the official client: a plain run, then a run
-// that waits for an approval and the run that resumes it. Prints what the subscriber saw.
+// Drives the service's AG-UI endpoint with the official client: a plain run, a run that
+// waits for an approval and the run that resumes it, and a run that calls a frontend tool
+// and the run that carries its result. Prints what the subscriber saw.
 import { HttpAgent } from "@ag-ui/client";
 
 const [url, stamp] = process.argv.slice(2);
@@ -25,4 +26,27 @@ const resume = interrupts.map((interrupt) => ({
 }));
 const resumed = await run(approving, { runId: "run-3", resume });
 
-console.log(JSON.stringify({ hello, paused, resumed, messages: approving.messages }));
+const chart = {
+  name: "show_chart",
+  description: "Draw a chart on the page.",
+  parameters: { type: "object", properties: { kind: { type: "string" } }, required: ["kind"] },
+};
+const page = new HttpAgent({ url, threadId: `frontend-${stamp}` });
+page.messages = [{ id: "m3", role: "user", content: '/tool show_chart {"kind": "bar"}' }];
+const called = await run(page, { runId: "run-4", tools: [chart] });
+// The page runs the tool and adds its result, as a CopilotKit action does.
+const call = called.find((event) => event.type === "TOOL_CALL_START");
+page.messages.push({ id: "m4", role: "tool", toolCallId: call.toolCallId, content: "drawn" });
+const continued = await run(page, { runId: "run-5", tools: [chart] });
+
+console.log(
+  JSON.stringify({
+    hello,
+    paused,
+    resumed,
+    messages: approving.messages,
+    called,
+    continued,
+    pageMessages: page.messages,
+  }),
+);

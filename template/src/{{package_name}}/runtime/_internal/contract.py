@@ -205,7 +205,8 @@ class PendingToolCall(BaseModel):
     arguments: str = Field(description="The model's arguments: a JSON object, as text.")
 
 
-TurnStatus = Literal["completed", "awaiting_input", "awaiting_approval"]
+# `awaiting_frontend_tools`: only an AG-UI client offers frontend tools, and only it goes on.
+TurnStatus = Literal["completed", "awaiting_input", "awaiting_approval", "awaiting_frontend_tools"]
 StopReason = Literal[
     "reply",
     "max_tool_rounds",
@@ -215,6 +216,7 @@ StopReason = Literal[
     "deadline",
     "awaiting_input",
     "awaiting_approval",
+    "awaiting_frontend_tools",
 ]
 
 
@@ -236,7 +238,9 @@ class ChatResponse(BaseModel):
     tool_calls: int = Field(description="Tool calls the agents made for this turn.")
     messages: list[TurnMessage] = Field(description="What the agents posted, in order.")
     pending_tool_calls: list[PendingToolCall] = Field(
-        default_factory=list, description="With `awaiting_approval`: the calls to decide."
+        default_factory=list,
+        description="With `awaiting_approval`: the calls to decide; with "
+        "`awaiting_frontend_tools`: the calls the AG-UI client runs.",
     )
 
 

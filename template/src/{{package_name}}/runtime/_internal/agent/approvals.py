@@ -1,5 +1,6 @@
 """People's decisions on the tool calls that waited for them: the approved ones run, with
-the arguments the approver may have edited, the rejected ones answer the model with why."""
+the arguments the approver may have edited, the rejected ones answer the model with why.
+A frontend tool's call is settled the same way, with the result its client sent."""
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -9,10 +10,12 @@ from typing import Any
 from ..contract import Approval
 from .conversation import Awaiting
 from .tools import is_tool_error, tool_error_json
-from .turn import InnerMessage, ToolCallFinished, ToolCallStarted, TurnEvent
+from .turn import FrontendResult, InnerMessage, ToolCallFinished, ToolCallStarted, TurnEvent
 
 # What the model is told a call that needs approval answered, until a person decides.
 AWAITING_APPROVAL = "This call waits for a person's approval."
+# And a call of a frontend tool, until its client sends the result.
+AWAITING_FRONTEND = "The user's application runs this tool; its result comes next."
 
 # The engine's way to run a tool that needs approval: (tool, arguments, call id) → its answer.
 RunApproved = Callable[[str, Mapping[str, Any], str], Awaitable[str]]
@@ -59,6 +62,10 @@ async def decide(
     calls = {call.id: call for call in awaiting.calls}
     for approval in approvals:
         call = calls[approval.id]
+        if isinstance(approval, FrontendResult):
+            # Shown by the client that ran it: no event, no message of this turn's.
+            results[call.id] = Decided(call.id, call.name, approval.content, approval.is_error)
+            continue
         if approval.decision == "approve":
             arguments = approval.arguments or call.arguments
             yield ToolCallStarted(call.name, arguments, awaiting.agent, call.id)
@@ -83,6 +90,9 @@ async def decide(
 def decisions_text(approvals: Sequence[Approval], awaiting: Awaiting) -> str:
     """The user's message that goes on from the decisions, for the asking agent."""
     names = {call.id: call.name for call in awaiting.calls}
+    if awaiting.kind == "frontend_tools":
+        ran = ", ".join(f"{names[a.id]} ({a.id})" for a in approvals)
+        return f"My application ran {ran}: go on from the results."
     decided = [
         f"{names[a.id]} ({a.id}) {'approved' if a.decision == 'approve' else 'rejected'}"
         for a in approvals

@@ -20,7 +20,7 @@ DisconnectCheck = Callable[[], Awaitable[bool]]
 
 
 class PendingCall(BaseModel):
-    """A tool call waiting for a person's approval."""
+    """A tool call waiting for a person's approval, or for the result of a frontend tool."""
 
     model_config = ConfigDict(strict=True, frozen=True)
 
@@ -30,11 +30,12 @@ class PendingCall(BaseModel):
 
 
 class Awaiting(BaseModel):
-    """What a paused conversation waits for: the user's answer, or decisions on tool calls."""
+    """What a paused conversation waits for: the user's answer, decisions on tool calls, or
+    the results of the frontend tools that the client's page runs (AG-UI)."""
 
     model_config = ConfigDict(strict=True, frozen=True)
 
-    kind: Literal["input", "approval"]
+    kind: Literal["input", "approval", "frontend_tools"]
     agent: str  # the one that asked, and that goes on once answered
     calls: tuple[PendingCall, ...] = ()
 

@@ -68,6 +68,12 @@ class Engine(Protocol):
         """The tools of any agent whose calls wait for a person's approval, in name order."""
         ...
 
+    @property
+    def tool_names(self) -> frozenset[str]:
+        """Every name a model of any agent is offered a tool by: its tools and its handoffs
+        (`ask_user` included). A frontend tool may take none of them."""
+        ...
+
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         """Give every agent an MCP server's tools too, before the first turn; `ValueError`
         for a name an agent has already."""

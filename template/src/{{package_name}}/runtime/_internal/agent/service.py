@@ -25,6 +25,7 @@ from .engine import Engine
 from .mcp_client import McpServer, McpToolSchema
 from .tokens import TokenCounter, message_tokens
 from .turn import (
+    FrontendInput,
     InnerMessage,
     ModelCallRefused,
     StateRefused,
@@ -95,6 +96,11 @@ class ChatService:
         """What each agent that has a description does, by name."""
         return self._engine.agent_descriptions
 
+    @property
+    def tool_names(self) -> frozenset[str]:
+        """Every tool name a model of the service is offered, handoffs included."""
+        return self._engine.tool_names
+
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         """Give every agent an MCP server's tools as well, before the first turn."""
         self._engine.add_tools(server, schemas)
@@ -135,6 +141,7 @@ class ChatService:
         is_disconnected: DisconnectCheck,
         *,
         stream_text: bool,
+        frontend: FrontendInput | None = None,
     ) -> "ChatTurn":
         """Begin answering `request`: take hold of its conversation and start the run."""
         self.check_limits(request)
@@ -145,7 +152,7 @@ class ChatService:
             current_caller(), request, deadline=deadline, is_disconnected=is_disconnected
         )
         try:
-            turn = self._turn_input(request, conversation)
+            turn = self._turn_input(request, conversation, frontend or FrontendInput())
             run = self._start_run(turn, conversation, is_disconnected, stream_text, deadline)
         except BaseException:
             await conversation.release()
@@ -157,6 +164,7 @@ class ChatService:
         request: ChatRequest,
         conversations: Conversations,
         is_disconnected: DisconnectCheck,
+        frontend: FrontendInput | None = None,
     ) -> AsyncIterator[TurnEvent | ChatResponse | ApiError]:
         """The turn's events as they come, then its response, or the error that ended it.
 
@@ -166,7 +174,9 @@ class ChatService:
         after that is the last item. The turn is closed before the last item, which the
         client may answer at once with its next turn.
         """
-        turn = await self.begin(request, conversations, is_disconnected, stream_text=True)
+        turn = await self.begin(
+            request, conversations, is_disconnected, stream_text=True, frontend=frontend
+        )
         try:
             first = await turn.next_event()
         except BaseException:
@@ -205,13 +215,24 @@ class ChatService:
         if awaiting.kind == "input":
             return "awaiting_input", []
         calls = awaiting.calls
-        return "awaiting_approval", [
-            PendingToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls
-        ]
+        status: TurnStatus = (
+            "awaiting_approval" if awaiting.kind == "approval" else "awaiting_frontend_tools"
+        )
+        return status, [PendingToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls]
 
-    def _turn_input(self, request: ChatRequest, conversation: Conversation) -> TurnInput:
+    def _turn_input(
+        self, request: ChatRequest, conversation: Conversation, frontend: FrontendInput
+    ) -> TurnInput:
         """What the turn starts from; 409 or 422 when the session cannot go on with it."""
         awaiting = self._awaiting(conversation.state)
+        if frontend.held_calls and not conversation.keeps_state:
+            held_by = frontend.held_by if frontend.held_by in self._engine.names else None
+            awaiting = Awaiting(
+                kind="frontend_tools",
+                agent=held_by or self._engine.names[0],
+                calls=tuple(frontend.held_calls),
+            )
+        self._check_frontend_results(frontend, awaiting)
         pending = [
             call.id for call in (awaiting.calls if awaiting and awaiting.kind == "approval" else ())
         ]
@@ -250,14 +271,56 @@ class ChatService:
         state = conversation.state
         if state is not None and state.engine != self._engine.name:
             state = None  # another engine's, which `awaiting` let pass: the history is enough
+        # A turn that carries frontend results has no new message: all are history.
+        earlier = messages if frontend.results else messages[:-1]
         return TurnInput(
-            history=[*conversation.history, *messages[:-1]],
-            newest=messages[-1].content if messages else None,
+            history=[*conversation.history, *earlier],
+            newest=messages[-1].content if messages and not frontend.results else None,
             state=state,
             awaiting=awaiting,
             keep_state=conversation.keeps_state,
-            approvals=request.approvals or (),
+            approvals=request.approvals or frontend.results,
+            frontend_tools=frontend.tools,
+            context=frontend.context,
         )
+
+    def _check_frontend_results(self, frontend: FrontendInput, awaiting: Awaiting | None) -> None:
+        """409 or 422 unless the turn's frontend results answer the calls the conversation
+        left to its client, each once: the calls stay waiting for results that fit."""
+        waiting = [
+            call.id
+            for call in (awaiting.calls if awaiting and awaiting.kind == "frontend_tools" else ())
+        ]
+        if not frontend.results:
+            if waiting:
+                raise ApiError(
+                    409,
+                    "frontend_tools_pending",
+                    "This conversation waits for the results of the frontend tools its agent "
+                    f"called: send a `tool` message for each of {', '.join(waiting)}.",
+                )
+            return
+        if not waiting:
+            raise ApiError(
+                409,
+                "nothing_pending",
+                "messages: no frontend tool call of this conversation waits for a result; "
+                "end the messages with the user's new one instead",
+            )
+        answered = [result.id for result in frontend.results]
+        unknown = [call_id for call_id in answered if call_id not in waiting]
+        missing = [call_id for call_id in waiting if call_id not in answered]
+        if unknown or missing or len(set(answered)) != len(answered):
+            problem = (
+                f"no frontend tool call waits for a result with id {', '.join(unknown)}"
+                if unknown
+                else f"send one result for every call; missing {', '.join(missing)}"
+                if missing
+                else "send one result for every call, once"
+            )
+            raise ApiError(
+                422, "invalid_request", f"messages: {problem} (waiting: {', '.join(waiting)})"
+            )
 
     def _check_edits(self, approvals: Sequence[Approval], awaiting: Awaiting) -> None:
         """422 for edited arguments that the call's tool does not take, or that are no JSON
@@ -280,7 +343,7 @@ class ChatService:
 
     def response(self, turn: TurnResult) -> ChatResponse:
         status: TurnStatus = "completed"
-        if turn.stop_reason in ("awaiting_input", "awaiting_approval"):
+        if turn.stop_reason in ("awaiting_input", "awaiting_approval", "awaiting_frontend_tools"):
             status = turn.stop_reason
         answered = turn.stop_reason in ("reply", "max_tool_rounds", "awaiting_input")
         if answered and not turn.reply.strip():
@@ -392,7 +455,7 @@ class ChatTurn:
         # Committed before the response is returned, so a response means a saved turn.
         # A pause for approval, or a limit reached before any agent wrote, adds no reply to
         # the conversation: a later turn will.
-        paused = response.status == "awaiting_approval"
+        paused = response.status in ("awaiting_approval", "awaiting_frontend_tools")
         reply = None if paused or not response.reply.strip() else response.reply
         await self._conversation.commit(reply, event.state)
         return response

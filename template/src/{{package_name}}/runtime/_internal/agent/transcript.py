@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..contract import StopReason
-from .approvals import AWAITING_APPROVAL
+from .approvals import AWAITING_APPROVAL, AWAITING_FRONTEND
 from .conversation import Awaiting, PendingCall, SavedState
 from .lineup import Lineup
 from .specs import USER
@@ -65,6 +65,7 @@ class Transcript:
         self.reply = ""
         self.reply_reason: StopReason = "reply"
         self._rounds: dict[str, int] = {}
+        self._frontend_calls: set[str] = set()  # the calls that the client's page runs
 
     def text_delta(self, source: str, text: str) -> list[TurnEvent]:
         return [TextDelta(text, source)]
@@ -83,7 +84,12 @@ class Transcript:
     def calls_answered(self, source: str, results: Sequence[CallResult]) -> list[TurnEvent]:
         events: list[TurnEvent] = []
         for result in results:
-            if result.name in self._handoff_tools or result.content == AWAITING_APPROVAL:
+            if result.content == AWAITING_FRONTEND:
+                self._frontend_calls.add(result.call_id)
+            if result.name in self._handoff_tools or result.content in (
+                AWAITING_APPROVAL,
+                AWAITING_FRONTEND,
+            ):
                 continue
             failed = result.is_error or is_tool_error(result.content)
             self.messages.append(
@@ -115,10 +121,21 @@ class Transcript:
         self._rounds[source] = 0
 
     def awaiting(self, lineup: Lineup) -> Awaiting | None:
-        """What the turn ended waiting for: the user's answer, or decisions on calls."""
+        """What the turn ended waiting for: the user's answer, decisions on calls, or the
+        results of frontend tools."""
         last = self.last_chat
         if last is None or last.type != "handoff" or last.name != USER:
             return None
+        calls = self.last_calls.get(last.source, ())
+        # The client's page runs these first. A call that needs approval made in the same
+        # answer is not paused as well: the model is told it waits, and may ask again.
+        frontend = tuple(
+            PendingCall(id=call.id, name=call.name, arguments=call.arguments)
+            for call in calls
+            if call.id in self._frontend_calls
+        )
+        if frontend:
+            return Awaiting(kind="frontend_tools", agent=last.source, calls=frontend)
         needs_approval = lineup.members[last.source].needs_approval
         pending = tuple(
             PendingCall(id=call.id, name=call.name, arguments=call.arguments)
@@ -130,7 +147,7 @@ class Transcript:
 
 def keeps_state(lineup: Lineup, awaiting: Awaiting | None) -> bool:
     """Whether the next turn needs the engine's state: a team's, or a paused lone agent's."""
-    return lineup.kind != "single" or (awaiting is not None and awaiting.kind == "approval")
+    return lineup.kind != "single" or (awaiting is not None and awaiting.kind != "input")
 
 
 async def turn_result(
@@ -148,6 +165,10 @@ async def turn_result(
     if awaiting is not None and awaiting.kind == "approval":
         stop_reason: StopReason = "awaiting_approval"
         reply = "Waiting for approval: " + ", ".join(c.name for c in awaiting.calls) + "."
+    elif awaiting is not None and awaiting.kind == "frontend_tools":
+        stop_reason = "awaiting_frontend_tools"
+        names = ", ".join(call.name for call in awaiting.calls)
+        reply = f"Waiting for the application's tools: {names}."
     elif awaiting is not None:
         stop_reason = "awaiting_input"
         reply = transcript.last_chat.content if transcript.last_chat else ""

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import openai
 
@@ -72,6 +72,26 @@ TurnEvent = TextDelta | ToolCallStarted | ToolCallFinished | TurnResult
 
 
 @dataclass(frozen=True)
+class FrontendTool:
+    """A tool of the client's page (AG-UI's frontend tools): offered to the model for one
+    turn beside the service's own. A call of it ends the turn; the page runs it, and the next
+    turn carries its result (`FrontendResult`)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON schema of the arguments, as the client sent it
+
+
+class FrontendResult(Approval):
+    """A frontend tool's call, answered by the client that ran it: settled as an approved
+    call of a tool that needs approval is, with the client's result in place of a run."""
+
+    decision: Literal["approve"] = "approve"
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
 class TurnInput:
     """What a turn starts from."""
 
@@ -80,7 +100,29 @@ class TurnInput:
     state: SavedState | None  # the engine's state saved by the previous turn
     awaiting: Awaiting | None  # what that state waits for (`Engine.awaiting`)
     keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
-    approvals: Sequence[Approval] = ()
+    approvals: Sequence[Approval] = ()  # `FrontendResult`s among them
+    frontend_tools: Sequence[FrontendTool] = ()
+    context: str = ""  # what the client tells the agents besides, below their instructions
+
+
+@dataclass(frozen=True)
+class FrontendInput:
+    """What an AG-UI client adds to a turn besides its messages."""
+
+    tools: Sequence[FrontendTool] = ()
+    results: Sequence[FrontendResult] = ()  # of the calls the turn before left to the client
+    # Without sessions, the client's messages hold what the turn before left it: its calls of
+    # frontend tools, and the agent that made them (None: the lone agent, or the first).
+    held_calls: Sequence[PendingCall] = ()
+    held_by: str | None = None
+    context: str = ""
+
+
+def with_context(instructions: str, context: str) -> str:
+    """An agent's instructions for a turn whose client sent context."""
+    if not context:
+        return instructions
+    return f"{instructions}\n\nContext from the user's application:\n{context}"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ keeps its state in every session (`team.py`).
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from contextvars import ContextVar
 from typing import Any
 
 import openai
@@ -43,6 +45,7 @@ from ...turn import (
     TurnUsage,
     UnusableAnswer,
     current_usage,
+    with_context,
 )
 from ...upstream import CallGuard, upstream_options
 from .client import ServiceChatClient, build_client, history_message
@@ -56,11 +59,16 @@ from .tools import (
     McpFunctionTool,
     ServiceFunctionTool,
     ToolCalls,
+    frontend_tools,
     handoff_tool,
     tool_span,
 )
 
 NAME = "agent_framework"
+# A team turn's frontend tools and context, for `team_agent`, which the team's turn calls.
+_frontend: ContextVar[tuple[Sequence[FunctionTool], str]] = ContextVar(
+    "agent_framework_frontend", default=((), "")
+)
 _HISTORY = InMemoryHistoryProvider.DEFAULT_SOURCE_ID
 _tracer = trace.get_tracer(__name__)
 
@@ -127,6 +135,10 @@ class Engine(LineupEngine):
     def _schemas(self, agent: str) -> list[Any]:
         """What every model call of `agent` is sent besides its messages: its tools."""
         return [tool.to_json_schema_spec() for tool in self._offered[agent]]
+
+    @property
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(tool.name for tools in self._offered.values() for tool in tools)
 
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         def handoffs(agent: str) -> list[str]:
@@ -206,8 +218,12 @@ class Engine(LineupEngine):
     def team_agent(self, name: str) -> RawAgent[Any]:
         """A new agent of the team, for one turn."""
         member = self.lineup.members[name]
+        frontend, context = _frontend.get()
         return self._agent_for_turn(
-            name, member.system_message, tools=self._offered[name], team=True
+            name,
+            with_context(member.system_message, context),
+            tools=[*self._offered[name], *frontend],
+            team=True,
         )
 
     async def decide(
@@ -255,7 +271,13 @@ class Engine(LineupEngine):
     def run(self, turn: TurnInput, *, stream_text: bool) -> AsyncIterator[TurnEvent]:
         if self.kind == "single":
             return self._run_alone(turn, stream_text)
-        return TeamTurn(self, turn, stream_text).run()
+        return self._run_team(turn, stream_text)
+
+    async def _run_team(self, turn: TurnInput, stream_text: bool) -> AsyncIterator[TurnEvent]:
+        _frontend.set((frontend_tools(turn.frontend_tools), turn.context))
+        async with aclosing(TeamTurn(self, turn, stream_text).run()) as events:
+            async for event in events:
+                yield event
 
     async def _run_alone(self, turn: TurnInput, stream_text: bool) -> AsyncIterator[TurnEvent]:
         usage = TurnUsage()
@@ -281,7 +303,9 @@ class Engine(LineupEngine):
         )
         current_turn.set(state)
         agent = self._agent_for_turn(
-            self._agent, member.system_message, tools=self._offered[self._agent]
+            self._agent,
+            with_context(member.system_message, turn.context),
+            tools=[*self._offered[self._agent], *frontend_tools(turn.frontend_tools)],
         )
         messages.append(Message(role="user", contents=[Content.from_text(text)]))
         with (
@@ -363,7 +387,7 @@ class Engine(LineupEngine):
                 raise unreadable_state("Agent Framework cannot load the agent's session") from error
             return session, []
         history = [history_message(message) for message in turn.history]
-        if turn.awaiting is None or turn.awaiting.kind != "approval":
+        if turn.awaiting is None or turn.awaiting.kind == "input":
             return AgentSession(), history
         # Paused by the other engine: its calls, as this engine would have kept them.
         calls = turn.awaiting.calls

@@ -1,9 +1,9 @@
 """The agents' tools as Agent Framework holds them, and the function middleware that runs
 every call: the service's own tools through the JSON-safe wrapper, an MCP server's, the
-tools that wait for a person's approval, and `ask_user`."""
+tools that wait for a person's approval, a client's frontend tools, and `ask_user`."""
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -16,12 +16,13 @@ from agent_framework import (
 )
 from agent_framework.observability import get_function_span, get_function_span_attributes
 
-from ...approvals import AWAITING_APPROVAL, arguments_problem
+from ...approvals import AWAITING_APPROVAL, AWAITING_FRONTEND, arguments_problem
 from ...instrumentation import Instrumentation
 from ...lineup import McpTool, Member
 from ...specs import USER
 from ...tools import ServiceTool
 from ...transcript import CallResult
+from ...turn import FrontendTool
 from .client import result_text
 from .state import current_turn
 
@@ -104,6 +105,22 @@ class McpFunctionTool(_AnsweringTool):
         return text
 
 
+class FrontendFunctionTool(_AnsweringTool):
+    """A frontend tool, with the client's schema: `ToolCalls` ends the turn at a call of it,
+    and the client's page runs it."""
+
+    def __init__(self, tool: FrontendTool) -> None:
+        super().__init__(name=tool.name, description=tool.description, input_model=tool.parameters)
+
+    async def answer(self, arguments: Mapping[str, Any]) -> str:
+        return AWAITING_FRONTEND  # never run: `ToolCalls` answers the call itself
+
+
+def frontend_tools(tools: Sequence[FrontendTool]) -> list[FunctionTool]:
+    """A turn's frontend tools, as its agents are offered them."""
+    return [FrontendFunctionTool(tool) for tool in tools]
+
+
 def _ask_user(question: str) -> str:
     return question
 
@@ -140,8 +157,9 @@ class ToolCalls(FunctionMiddleware):
 
     A call whose arguments are no JSON object is refused with our `invalid_arguments` error:
     Agent Framework would hand the tool `{"raw": text}`. A call of a tool that needs
-    approval, and a question for the user, end the turn: the first answers the model with a
-    placeholder, which the next turn replaces with the real result once a person decided. A
+    approval, a frontend tool's, and a question for the user, end the turn: the first two
+    answer the model with a placeholder, which the next turn replaces with the real result,
+    once a person decided or the client's page ran it. A
     handoff ends the agent's run, and the team's next speaker is the agent handed to.
     """
 
@@ -166,6 +184,12 @@ class ToolCalls(FunctionMiddleware):
             turn.hand_over(target, message)
             context.result = message
             raise MiddlewareTermination(result=message)
+        if isinstance(tool, FrontendFunctionTool):
+            left = CallResult(call_id, tool.name, AWAITING_FRONTEND, is_error=False)
+            turn.transcript.calls_answered(turn.agent, [left])  # told as the client's to run
+            turn.hand_over(USER, AWAITING_FRONTEND)
+            context.result = AWAITING_FRONTEND
+            raise MiddlewareTermination(result=AWAITING_FRONTEND)
         if tool.name in turn.member.needs_approval:
             turn.hand_over(USER, AWAITING_APPROVAL)
             context.result = AWAITING_APPROVAL

@@ -57,6 +57,7 @@ from ...turn import (
     TurnUsage,
     UnusableAnswer,
     current_usage,
+    with_context,
 )
 from ...upstream import CallGuard, upstream_options
 from .client import build_model_client, complete
@@ -69,6 +70,7 @@ from .tools import (
     McpAgentTool,
     ServiceAgent,
     ToolWorkbench,
+    frontend_handoffs,
     handoff,
 )
 
@@ -175,6 +177,14 @@ class AutoGenEngine(LineupEngine):
             h.handoff_tool.schema for h in built.handoffs
         ]
 
+    @property
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(
+            tool.name
+            for built in self._built.values()
+            for tool in (*built.tools, *(h.handoff_tool for h in built.handoffs))
+        )
+
     def add_tools(self, server: McpServer, schemas: Sequence[McpToolSchema]) -> None:
         def handoff_names(agent: str) -> list[str]:
             return [h.name for h in self._built[agent].handoffs]
@@ -241,6 +251,8 @@ class AutoGenEngine(LineupEngine):
             end=end,
             resume_at=resume_at,
             stream_text=stream_text,
+            frontend=frontend_handoffs(turn.frontend_tools),
+            context=turn.context,
         )
         if state is not None:
             await _load_state(runner, state.engine_state, self.names, resume_at)
@@ -344,9 +356,12 @@ class AutoGenEngine(LineupEngine):
         end: "_TurnEndCondition",
         resume_at: str | None = None,
         stream_text: bool = False,
+        frontend: Sequence[BuiltHandoff] = (),
+        context: str = "",
     ) -> tuple[Runner, dict[str, TurnTrimmingContext]]:
         """The AutoGen objects of one turn, new: the agents with their model contexts (holding
-        `history`) and, for a team, the team."""
+        `history`) and, for a team, the team; each agent is given the client's `frontend`
+        tools and `context`, when it sent any."""
         members = self.lineup.members
         contexts = {
             name: TurnTrimmingContext(
@@ -364,8 +379,8 @@ class AutoGenEngine(LineupEngine):
                 description=member.spec.description or f"The agent {name}.",
                 model_client=self.model_client,
                 workbench=ToolWorkbench(self._built[name].tools),
-                handoffs=list(self._built[name].handoffs),
-                system_message=member.system_message,
+                handoffs=[*self._built[name].handoffs, *frontend],
+                system_message=with_context(member.system_message, context),
                 model_context=contexts[name],
                 reflect_on_tool_use=True,
                 max_tool_iterations=self.lineup.limits.max_tool_iterations,

@@ -1,5 +1,6 @@
 """The agents' tools as AutoGen holds them: the service's own through the JSON-safe wrapper,
-an MCP server's, the handoffs, and the agent class that answers every call."""
+an MCP server's, the handoffs, a client's frontend tools, and the agent class that answers
+every call."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,10 +12,12 @@ from autogen_core.models import FunctionExecutionResult
 from autogen_core.tools import BaseTool, FunctionTool, StaticStreamWorkbench, ToolSchema, Workbench
 from pydantic import BaseModel, PrivateAttr
 
-from ...approvals import AWAITING_APPROVAL, arguments_problem
+from ...approvals import AWAITING_APPROVAL, AWAITING_FRONTEND, arguments_problem
 from ...instrumentation import Instrumentation
 from ...lineup import McpTool
+from ...specs import USER
 from ...tools import ServiceTool
+from ...turn import FrontendTool
 
 
 class JsonSafeFunctionTool(FunctionTool):
@@ -146,6 +149,42 @@ class AwaitingApprovalTool(JsonSafeFunctionTool):
         call_id: str | None = None,
     ) -> str:
         return AWAITING_APPROVAL
+
+
+class FrontendAgentTool(BaseTool[BaseModel, BaseModel]):
+    """A frontend tool, with the client's schema: a call only ends the turn (it is a
+    handoff to the user), and the client's page runs it."""
+
+    def __init__(self, tool: FrontendTool) -> None:
+        super().__init__(BaseModel, BaseModel, tool.name, tool.description)
+        self._schema = ToolSchema(
+            name=tool.name,
+            description=tool.description,
+            parameters=tool.parameters,  # type: ignore[typeddict-item]
+        )
+
+    @property
+    def schema(self) -> ToolSchema:
+        return self._schema
+
+    async def run_json(
+        self,
+        args: Mapping[str, Any],
+        cancellation_token: CancellationToken,
+        call_id: str | None = None,
+    ) -> str:
+        return AWAITING_FRONTEND
+
+    async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> BaseModel:
+        raise NotImplementedError("called through run_json")
+
+    def return_value_as_string(self, value: Any) -> str:
+        return str(value)
+
+
+def frontend_handoffs(tools: Sequence[FrontendTool]) -> list["BuiltHandoff"]:
+    """A turn's frontend tools, as handoffs to the user that its agents are given."""
+    return [handoff(USER, FrontendAgentTool(tool)) for tool in tools]
 
 
 def _ask_user(question: str) -> str:
