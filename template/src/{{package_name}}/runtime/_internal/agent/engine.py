@@ -141,7 +141,7 @@ class LineupEngine:
         return self.lineup.approval_tool_names
 
     def awaiting(self, state: SavedState | None) -> Awaiting | None:
-        return self.lineup.awaiting(state, self.name)
+        return self.lineup.awaiting(state)
 
     def accepts_edits(self, agent: str, tool: str) -> bool:
         return self.lineup.accepts_edits(agent, tool)

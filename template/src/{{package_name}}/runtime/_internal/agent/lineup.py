@@ -171,24 +171,12 @@ class Lineup:
     def approval_tool_names(self) -> list[str]:
         return sorted({name for m in self.members.values() for name in m.needs_approval})
 
-    def awaiting(self, state: SavedState | None, engine: str) -> Awaiting | None:
-        """What a saved state waits for; `StateRefused` if `engine` cannot go on from it."""
+    def awaiting(self, state: SavedState | None) -> Awaiting | None:
+        """What a saved state waits for, whichever engine saved it (what it waits for is
+        engine-neutral: the agent that asked, the pending calls' ids, tools and arguments);
+        `StateRefused` if this lineup cannot go on from it."""
         if state is None:
             return None
-        if state.engine != engine:
-            if self.kind == "single" and state.awaiting is None:
-                return None  # the transcript holds the whole conversation
-            # A lone agent's paused calls are engine-neutral (id, tool, arguments): this
-            # engine goes on from the transcript and them. A team's state is its engine's own.
-            if self.kind != "single" or state.kind != "single":
-                raise StateRefused(
-                    "session_engine_changed",
-                    f"This session was saved by the {state.engine} engine, and this service "
-                    f"runs its agents on {engine}, which cannot go on from what "
-                    f"{state.engine} left. A service still running {state.engine} can finish "
-                    "it (during a rolling deploy, or after rolling back); else DELETE the "
-                    "session (`DELETE /v1/sessions/{id}`) to start it over.",
-                )
         if state.kind != self.kind or state.agents != self.names:
             raise StateRefused(
                 "session_team_changed",

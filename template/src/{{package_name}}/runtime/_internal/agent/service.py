@@ -270,7 +270,9 @@ class ChatService:
         messages = request.messages
         state = conversation.state
         if state is not None and state.engine != self._engine.name:
-            state = None  # another engine's, which `awaiting` let pass: the history is enough
+            # Another engine's own part is not this one's to read: it goes on from the
+            # transcript, at the agent that asked and with the calls it paused, if any.
+            state = None
         # A turn that carries frontend results has no new message: all are history.
         earlier = messages if frontend.results else messages[:-1]
         return TurnInput(

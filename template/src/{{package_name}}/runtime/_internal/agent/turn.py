@@ -97,7 +97,8 @@ class TurnInput:
 
     history: Sequence[ChatMessage]  # earlier messages, used when no saved state holds them
     newest: str | None  # the user's new message; None when the turn decides approvals
-    state: SavedState | None  # the engine's state saved by the previous turn
+    # What the previous turn left, when this engine saved it (another engine's is not read).
+    state: SavedState | None
     awaiting: Awaiting | None  # what that state waits for (`Engine.awaiting`)
     keep_state: bool  # whether the conversation keeps what the turn leaves (a session)
     approvals: Sequence[Approval] = ()  # `FrontendResult`s among them

@@ -3,13 +3,14 @@ openai SDK client (retries, timeout, the offline model's transport), with each m
 observed and its usage noted for the turn."""
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import openai
 import structlog
 from agent_framework import (
+    AgentSession,
     ChatContext,
     ChatMiddleware,
     ChatMiddlewareLayer,
@@ -17,6 +18,7 @@ from agent_framework import (
     ChatResponseUpdate,
     Content,
     FunctionInvocationLayer,
+    InMemoryHistoryProvider,
     Message,
     ResponseStream,
 )
@@ -25,6 +27,8 @@ from agent_framework.openai import RawOpenAIChatCompletionClient
 
 from ....contract import ChatMessage
 from ....settings import PayloadLogging
+from ...approvals import AWAITING_APPROVAL
+from ...conversation import PendingCall
 from ...instrumentation import Instrumentation, ModelCallRecord
 from ...tools import is_tool_error
 from ...turn import UnusableAnswer, count_model_usage, noting_model_failure
@@ -32,6 +36,9 @@ from ...upstream import UpstreamOptions
 from .state import current_turn
 
 log = structlog.get_logger(__name__)
+
+# Where an agent's session keeps its messages.
+HISTORY_SOURCE = InMemoryHistoryProvider.DEFAULT_SOURCE_ID
 
 
 class ServiceChatClient(
@@ -160,6 +167,23 @@ def result_text(content: Content) -> str:
 def history_message(message: ChatMessage) -> Message:
     role = "assistant" if message.role == "assistant" else "user"
     return Message(role=role, contents=[Content.from_text(message.content)])
+
+
+def transcript_session(
+    history: Sequence[ChatMessage], paused: Sequence[PendingCall] = ()
+) -> AgentSession:
+    """An agent's session holding the conversation `history`, as this engine keeps one, and
+    the `paused` calls as this engine pauses them (their results placeholders): for a
+    conversation whose state another engine saved."""
+    messages = [history_message(message) for message in history]
+    if paused:
+        calls = [Content.from_function_call(c.id, c.name, arguments=c.arguments) for c in paused]
+        results = [Content.from_function_result(c.id, result=AWAITING_APPROVAL) for c in paused]
+        messages.append(Message(role="assistant", contents=calls))
+        messages.append(Message(role="tool", contents=results))
+    session = AgentSession()
+    session.state[HISTORY_SOURCE] = {"messages": messages}
+    return session
 
 
 def message_text(message: Message) -> str:

@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from ....settings import CoreSettings
-from ...approvals import AWAITING_APPROVAL, Decided, decide, decisions_text
+from ...approvals import Decided, decide, decisions_text
 from ...engine import EngineFeatures, LineupEngine
 from ...instrumentation import Instrumentation
 from ...lineup import Lineup, unreadable_state
@@ -48,7 +48,13 @@ from ...turn import (
     with_context,
 )
 from ...upstream import CallGuard, upstream_options
-from .client import ServiceChatClient, build_client, history_message
+from .client import (
+    HISTORY_SOURCE,
+    ServiceChatClient,
+    build_client,
+    history_message,
+    transcript_session,
+)
 from .compaction import TurnSafeCompaction
 from .state import TurnState, current_turn, events_while
 from .team import TEAM_KINDS, TeamAgent, TeamTurn
@@ -69,7 +75,6 @@ NAME = "agent_framework"
 _frontend: ContextVar[tuple[Sequence[FunctionTool], str]] = ContextVar(
     "agent_framework_frontend", default=((), "")
 )
-_HISTORY = InMemoryHistoryProvider.DEFAULT_SOURCE_ID
 _tracer = trace.get_tracer(__name__)
 
 FEATURES = EngineFeatures(
@@ -379,43 +384,22 @@ class Engine(LineupEngine):
         if turn.state is not None:
             try:
                 session = AgentSession.from_dict(turn.state.engine_state)
-                stored = session.state[_HISTORY]["messages"]
+                stored = session.state[HISTORY_SOURCE]["messages"]
                 if not all(isinstance(message, Message) for message in stored):
                     raise TypeError("a stored message is no message")
             # What Agent Framework raises on a session of another shape.
             except (LookupError, TypeError, ValueError, AttributeError) as error:
                 raise unreadable_state("Agent Framework cannot load the agent's session") from error
             return session, []
-        history = [history_message(message) for message in turn.history]
         if turn.awaiting is None or turn.awaiting.kind == "input":
-            return AgentSession(), history
+            return AgentSession(), [history_message(message) for message in turn.history]
         # Paused by the other engine: its calls, as this engine would have kept them.
-        calls = turn.awaiting.calls
-        session = AgentSession()
-        session.state[_HISTORY] = {
-            "messages": [
-                *history,
-                Message(
-                    role="assistant",
-                    contents=[
-                        Content.from_function_call(c.id, c.name, arguments=c.arguments)
-                        for c in calls
-                    ],
-                ),
-                Message(
-                    role="tool",
-                    contents=[
-                        Content.from_function_result(c.id, result=AWAITING_APPROVAL) for c in calls
-                    ],
-                ),
-            ]
-        }
-        return session, []
+        return transcript_session(turn.history, turn.awaiting.calls), []
 
 
 def _settle(session: AgentSession, decided: Mapping[str, Decided]) -> None:
     """Put the results of the calls that waited for approval where their placeholders were."""
-    for message in session.state[_HISTORY]["messages"]:
+    for message in session.state[HISTORY_SOURCE]["messages"]:
         message.contents = [
             Content.from_function_result(
                 call_id=content.call_id, result=decided[content.call_id].content

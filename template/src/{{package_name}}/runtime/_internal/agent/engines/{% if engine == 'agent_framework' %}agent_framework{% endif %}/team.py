@@ -19,7 +19,6 @@ from agent_framework import (
     AgentResponseUpdate,
     AgentSession,
     Content,
-    InMemoryHistoryProvider,
     Message,
     RawAgent,
     Workflow,
@@ -34,7 +33,7 @@ from ...specs import USER
 from ...tokens import message_tokens
 from ...transcript import Posted, Transcript, TurnEnd, turn_result
 from ...turn import InnerMessage, TurnEvent, TurnInput, TurnUsage, current_usage
-from .client import history_message, message_text
+from .client import HISTORY_SOURCE, message_text, transcript_session
 from .compaction import starts_turn_of
 from .state import TurnState, current_turn, events_while
 
@@ -57,7 +56,6 @@ Choose the next speaker from {participants}. Answer with the name alone."""
 SELECTOR_ATTEMPTS = 3
 # The version of the state a team keeps in a session (`SavedTeam`).
 TEAM_STATE_FORMAT = 1
-_HISTORY = InMemoryHistoryProvider.DEFAULT_SOURCE_ID
 
 
 class TeamAgent(RawAgent[Any]):
@@ -109,7 +107,7 @@ class SavedTeam:
             agents = saved["agents"]
             sessions = {name: AgentSession.from_dict(agents[name]) for name in names}
             for session in sessions.values():
-                stored = session.state.setdefault(_HISTORY, {"messages": []})["messages"]
+                stored = session.state.setdefault(HISTORY_SOURCE, {"messages": []})["messages"]
                 if not all(isinstance(message, Message) for message in stored):
                     raise TypeError("a stored message is no message")
             thread = [
@@ -273,13 +271,22 @@ class TeamTurn:
         usage = TurnUsage()
         current_usage.set(usage)
         names = engine.names
-        saved = SavedTeam.from_saved(turn.state, names) if turn.state is not None else None
-        if saved is None:
-            saved = SavedTeam({name: AgentSession() for name in names}, [], names[0])
-            inputs = [history_message(message) for message in turn.history]
+        awaiting = turn.awaiting
+        resume_at = awaiting.agent if awaiting is not None else None
+        if turn.state is not None:
+            saved = SavedTeam.from_saved(turn.state, names)
         else:
-            inputs = []
-        resume_at = turn.awaiting.agent if turn.awaiting is not None else None
+            # No state, or the other engine's: each agent hears the transcript, and the agent
+            # that paused calls (under the other engine) has them, as this engine pauses them.
+            paused = awaiting.calls if awaiting is not None else ()
+            saved = SavedTeam(
+                {
+                    name: transcript_session(turn.history, paused if name == resume_at else ())
+                    for name in names
+                },
+                [],
+                names[0],
+            )
         first = resume_at or saved.next_speaker
         settled: list[InnerMessage] = []
         text = turn.newest
@@ -289,7 +296,7 @@ class TeamTurn:
             assert turn.awaiting is not None
             text = decisions_text(turn.approvals, turn.awaiting)
         assert text is not None
-        inputs.append(Message(role="user", contents=[Content.from_text(text)]))
+        inputs = [Message(role="user", contents=[Content.from_text(text)])]
         transcript = engine.transcript(turn, settled)
         events: asyncio.Queue[TurnEvent] = asyncio.Queue()
         state = TurnState(
@@ -330,7 +337,8 @@ class TeamTurn:
             for executor in executors:
                 # What the agent was sent since it last spoke, which it has not heard yet.
                 unheard = (await executor.on_checkpoint_save()).get("cache") or []
-                history = saved.sessions[executor.id].state.setdefault(_HISTORY, {"messages": []})
+                session = saved.sessions[executor.id]
+                history = session.state.setdefault(HISTORY_SOURCE, {"messages": []})
                 history["messages"] = self._trimmed(
                     [*history["messages"], *heard_by(executor.id, unheard)]
                 )

@@ -256,6 +256,10 @@ class AutoGenEngine(LineupEngine):
         )
         if state is not None:
             await _load_state(runner, state.engine_state, self.names, resume_at)
+        elif resume_at is not None and isinstance(runner, RoundRobinGroupChat):
+            # Another engine's turn waits for this agent: a new round robin would start at
+            # the first agent.
+            await _load_state(runner, await runner.save_state(), self.names, resume_at)
         settled: list[InnerMessage] = []
         text = turn.newest
         if turn.approvals:
