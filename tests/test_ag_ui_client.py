@@ -165,7 +165,8 @@ def test_the_official_client_runs_the_agent_and_resumes_an_approval(
     ]
     assert called[1]["toolCallName"] == "show_chart"
     assert json.loads(called[2]["delta"]) == {"kind": "bar"}
-    assert "outcome" not in called[-1] or called[-1]["outcome"]["type"] == "success"
+    pending = {"type": "success", "pendingToolCallIds": [called[1]["toolCallId"]]}
+    assert called[-1]["outcome"] == pending
     continued = seen["continued"]
     reply = "".join(e["delta"] for e in continued if e["type"] == "TEXT_MESSAGE_CONTENT")
     assert reply == "[offline model] show_chart returned: drawn"
