@@ -87,6 +87,15 @@ async def decide(
         )
 
 
+def calls_run(approvals: Sequence[Approval]) -> int:
+    """The calls that the decisions run in this turn: the approved ones, not the frontend
+    tools' calls, which their page ran."""
+    return sum(
+        approval.decision == "approve" and not isinstance(approval, FrontendResult)
+        for approval in approvals
+    )
+
+
 def decisions_text(approvals: Sequence[Approval], awaiting: Awaiting) -> str:
     """The user's message that goes on from the decisions, for the asking agent."""
     names = {call.id: call.name for call in awaiting.calls}

@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from ....settings import CoreSettings
-from ...approvals import Decided, decide, decisions_text
+from ...approvals import Decided, calls_run, decide, decisions_text
 from ...engine import EngineFeatures, LineupEngine
 from ...instrumentation import Instrumentation
 from ...lineup import Lineup, unreadable_state
@@ -270,7 +270,7 @@ class Engine(LineupEngine):
             self._handoff_tools,
             settled,
             # The approved calls ran in this turn, before the agents.
-            tool_calls=sum(approval.decision == "approve" for approval in turn.approvals),
+            tool_calls=calls_run(turn.approvals),
         )
 
     def run(self, turn: TurnInput, *, stream_text: bool) -> AsyncIterator[TurnEvent]:

@@ -41,7 +41,7 @@ from autogen_core.tools import BaseTool
 
 from ....contract import ChatMessage, StopReason
 from ....settings import CoreSettings
-from ...approvals import Decided, decide, decisions_text
+from ...approvals import Decided, calls_run, decide, decisions_text
 from ...engine import EngineFeatures, LineupEngine
 from ...history import trim_to_budget
 from ...instrumentation import Instrumentation
@@ -318,7 +318,7 @@ class AutoGenEngine(LineupEngine):
             self._handoff_tools,
             settled,
             # The approved calls ran in this turn, before the agents.
-            tool_calls=sum(approval.decision == "approve" for approval in turn.approvals),
+            tool_calls=calls_run(turn.approvals),
         )
         with self._instrumentation.agent_run():
             try:
