@@ -67,6 +67,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "mcp_tools": True,
         "budgets": True,
     },
+    # A selector on Agent Framework, its speaker chosen by the model through the service's
+    # client, with durable runs and the A2A server on Redis sessions.
+    "agent_framework_selector": {
+        "engine": "agent_framework",
+        "agent_team": "selector",
+        "session_store": "redis",
+        "runs": "redis",
+        "a2a": True,
+    },
     # Every optional feature off: what a team that wants none of them gets.
     "minimal": {
         "streaming": False,
