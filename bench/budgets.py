@@ -2,8 +2,9 @@
 without `budgets`, driven in alternating rounds of plain turns.
 
 `uv run --group bench python -m bench.budgets`. Needs `redis-server` on the PATH. With budgets
-every model call is reserved and settled in Redis (two scripts), every key has a budget far
-above what the run spends, so nothing is refused.
+every model call is reserved in Redis (one script) and settled in batches (one script every
+`BUDGET_SETTLE_SECONDS` for all of a process's calls), every key has a budget far above what
+the run spends, so nothing is refused.
 """
 
 import argparse
