@@ -35,6 +35,7 @@ SERVERS = {
     "ad": "bare request-scoped agent, AutoGen",
     "afd": "bare request-scoped agent (the team scenario: team), Agent Framework",
     "e": "rendered service, /v1/chat/completions",
+    "afe": "rendered service, engine=agent_framework, /v1/chat/completions",
 }
 # The scenarios of the lone agent, measured on (a), (af), (b) and (c); the team scenario is
 # measured on a service rendered with a team, (a), against (b) and (d) of the same shape.
@@ -290,10 +291,12 @@ def measure(
                     )
                     runs["c"] = [run]
                 measurements += _measured(scenario, level, runs, cpu_seconds)
-        # The OpenAI facade against /v1/chat, on the same process, taking turns.
-        url, pid = shared["a"]
-        facade = {"a": (url, pid), "e": (url + "/completions", pid)}
-        asyncio.run(drive(url + "/completions", API_KEY, "openai", 8, args.warmup))
+        # The OpenAI facade against /v1/chat, on the same process, on each engine, taking turns.
+        facade = {}
+        for chat, completions in (("a", "e"), ("af", "afe")):
+            url, pid = shared[chat]
+            facade |= {chat: (url, pid), completions: (url + "/completions", pid)}
+            asyncio.run(drive(url + "/completions", API_KEY, "openai", 8, args.warmup))
         for level in args.levels:
             runs, cpu_seconds = _rounds(args, facade, "openai", level, per_round)
             measurements += _measured("openai", level, runs, cpu_seconds)
@@ -448,15 +451,19 @@ def report(figures: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| OpenAI facade: concurrency | req/s (e)/(a) | p50 (e)/(a) | CPU (a)/(e) |",
-        "| ---: | ---: | ---: | ---: |",
+        "| OpenAI facade: concurrency | req/s (e)/(a) | p50 (e)/(a) | CPU (a)/(e) "
+        "| req/s (afe)/(af) | p50 (afe)/(af) | CPU (af)/(afe) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for level in dict.fromkeys(m.concurrency for m in measurements if m.scenario == "openai"):
-        a, e = by_key["openai", level, "a"], by_key["openai", level, "e"]
-        lines.append(
-            f"| {level} | {e.result.rps / a.result.rps:.2f} "
-            f"| {e.result.p50_ms / a.result.p50_ms:.2f} | {a.server_cpu_ms / e.server_cpu_ms:.2f} |"
-        )
+        line = f"| {level} "
+        for chat, completions in (("a", "e"), ("af", "afe")):
+            a, e = by_key["openai", level, chat], by_key["openai", level, completions]
+            line += (
+                f"| {e.result.rps / a.result.rps:.2f} | {e.result.p50_ms / a.result.p50_ms:.2f} "
+                f"| {a.server_cpu_ms / e.server_cpu_ms:.2f} "
+            )
+        lines.append(line + "|")
     lines.append("")
     for server, prefix in (("a", ""), ("af", "af_")):
         before, after = figures[f"{prefix}rss_before_mb"], figures[f"{prefix}rss_after_mb"]

@@ -18,7 +18,7 @@ from rendering import TEMPLATE
 TINY = "--levels 1,4 --requests 50 --rounds 2 --warmup 10 --naive-requests 20 --rss-requests 50"
 COLLAPSE = 0.5
 # (scenario, server, its floor): each engine's service against a bare request-scoped agent or
-# team of the same engine, the OpenAI facade against /v1/chat.
+# team of the same engine, the OpenAI facade against /v1/chat of the same engine.
 GUARDED = [
     ("plain", "a", "ad"),
     ("tool", "a", "ad"),
@@ -27,6 +27,7 @@ GUARDED = [
     ("team", "a", "d"),
     ("team", "af", "afd"),
     ("openai", "e", "a"),
+    ("openai", "afe", "af"),
 ]
 
 
@@ -69,20 +70,23 @@ def test_the_benchmark_prints_its_tables_with_clean_runs_for_both_engines_and_th
     assert "| team: concurrency | req/s (a)/(d) |" in run.stdout
     assert "| req/s (af)/(afd) | p99 (af)/(afd) | CPU (afd)/(af) |" in run.stdout
     assert "| OpenAI facade: concurrency | req/s (e)/(a) |" in run.stdout
+    assert "| req/s (afe)/(af) | p50 (afe)/(af) | CPU (af)/(afe) |" in run.stdout
 
     figures = json.loads(figures_file.read_text())
     measured = {(m["scenario"], m["concurrency"], m["server"]): m for m in figures["measurements"]}
     runs = {key: m["result"] for key, m in measured.items()}
     # Two levels: the lone agent's two scenarios on (a), (af), (b), (c), (ad), (afd); the
-    # team's on (a), (b), (d), (af), (afd); the OpenAI facade (e) beside /v1/chat (a).
-    assert len(runs) == 2 * (2 * 6 + 5 + 2)
+    # team's on (a), (b), (d), (af), (afd); the OpenAI facade, (e) and (afe), beside /v1/chat,
+    # (a) and (af).
+    assert len(runs) == 2 * (2 * 6 + 5 + 4)
     tool_servers = {server for scenario, _, server in runs if scenario == "tool"}
     assert tool_servers == {"a", "af", "b", "c", "ad", "afd"}
-    assert {server for scenario, _, server in runs if scenario == "openai"} == {"a", "e"}
+    facade_servers = {server for scenario, _, server in runs if scenario == "openai"}
+    assert facade_servers == {"a", "e", "af", "afe"}
     team_servers = {server for scenario, _, server in runs if scenario == "team"}
     assert team_servers == {"a", "b", "d", "af", "afd"}
     for (scenario, level, server), result in runs.items():
-        if server in ("a", "af", "ad", "afd", "b", "d", "e"):
+        if server in ("a", "af", "ad", "afd", "b", "d", "e", "afe"):
             assert (result["errors"], result["cross_talk"]) == (0, 0), (scenario, level, server)
             assert result["requests"] == 50
         if server == "c" and scenario == "plain":

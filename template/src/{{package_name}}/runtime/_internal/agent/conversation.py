@@ -89,9 +89,10 @@ class Conversation(Protocol):
         """Let go without saving; does nothing once committed or released."""
         ...
 
-    async def interrupted(self) -> ApiError:
-        """Once a newer turn has taken the conversation over, the error this turn ends
-        with, unsaved; never, where no turn can (`SESSION_BUSY_POLICY`)."""
+    @property
+    def interruption(self) -> asyncio.Future[ApiError] | None:
+        """Done, with the error this turn ends with unsaved, once a newer turn has taken the
+        conversation over; None where no turn can (`SESSION_BUSY_POLICY`)."""
         ...
 
 
@@ -123,10 +124,8 @@ class Unsaved:
     async def release(self) -> None:
         pass
 
-    async def interrupted(self) -> ApiError:
-        # No other turn shares a conversation the client holds: it is never interrupted.
-        never: asyncio.Future[ApiError] = asyncio.get_running_loop().create_future()
-        return await never
+    # No other turn shares a conversation the client holds: it is never interrupted.
+    interruption: asyncio.Future[ApiError] | None = None
 
 
 class ClientHeldConversations:

@@ -2,7 +2,8 @@
 usage accounting."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -427,7 +428,7 @@ class ChatService:
             self._engine,
             deadline=deadline,
             is_disconnected=is_disconnected,
-            interrupted=conversation.interrupted(),
+            interruption=conversation.interruption,
             on_end=self._run_ended,
         )
 
@@ -496,6 +497,10 @@ class AgentRun:
     cancellation (a stuck tool, say) cannot hold the request past its deadline, though
     it keeps its concurrency slot until it ends. A tool that blocks the event loop stalls
     everything: async tools must await, blocking code belongs in sync tools (run in threads).
+
+    The run is its only task: the deadline is a timer, the interruption a callback, and the
+    client is watched by a task only once a turn has lasted `DISCONNECT_POLL_SECONDS`, so
+    that a quick turn pays no task beyond its run's.
     """
 
     def __init__(
@@ -505,65 +510,98 @@ class AgentRun:
         *,
         deadline: float,
         is_disconnected: DisconnectCheck,
-        interrupted: Coroutine[object, object, ApiError],
+        interruption: "asyncio.Future[ApiError] | None",
         on_end: Callable[[], None],
     ) -> None:
-        self._deadline = deadline
+        loop = asyncio.get_running_loop()
         self._engine = engine
-        self._events: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        self._client_gone = asyncio.create_task(_wait_for_disconnect(is_disconnected))
-        self._interrupted = asyncio.create_task(interrupted)
+        self._is_disconnected = is_disconnected
+        self._interruption = interruption
         self._on_end = on_end
+        self._events: deque[TurnEvent] = deque()
+        self._stopped: ApiError | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._deadline = loop.call_at(deadline, self._deadline_passed)
+        self._client_check = loop.call_later(DISCONNECT_POLL_SECONDS, self._watch_client)
+        self._client_watch: asyncio.Task[None] | None = None
+        if interruption is not None:
+            interruption.add_done_callback(self._interrupted)
         self._run = asyncio.create_task(self._forward(events))
         self._run.add_done_callback(self._ended)
 
     async def _forward(self, events: AsyncIterator[TurnEvent]) -> None:
         async with hanging_up_answers():
             async for event in events:
-                self._events.put_nowait(event)
+                self._events.append(event)
+                self._wake_reader()
 
     async def next_event(self) -> TurnEvent:
         """The run's next event; `ApiError` when it failed, timed out, lost its client or
         was interrupted."""
-        if not self._events.empty():
-            return self._events.get_nowait()
-        next_event = asyncio.create_task(self._events.get())
-        remaining = self._deadline - asyncio.get_running_loop().time()
+        while not self._events:
+            if self._run.done():
+                raise _run_failure(self._run, self._engine)
+            if self._stopped is not None:
+                raise self._stopped
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        return self._events.popleft()
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def _stop(self, error: ApiError) -> None:
+        if self._stopped is None:
+            self._stopped = error
+            self._wake_reader()
+
+    def _deadline_passed(self) -> None:
+        self._stop(deadline_exceeded())
+
+    def _interrupted(self, interruption: "asyncio.Future[ApiError]") -> None:
+        if not interruption.cancelled():
+            self._stop(interruption.result())
+
+    def _watch_client(self) -> None:
+        self._client_watch = asyncio.create_task(self._poll_client())
+
+    async def _poll_client(self) -> None:
+        # Polling: Starlette offers no event for a client that has gone away.
         try:
-            done, _ = await asyncio.wait(
-                {next_event, self._run, self._client_gone, self._interrupted},
-                timeout=max(remaining, 0),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            next_event.cancel()
-        if next_event in done:
-            return next_event.result()
-        if self._run in done:
-            raise _run_failure(self._run, self._engine)
-        if self._client_gone in done:
-            if (failure := self._client_gone.exception()) is not None:
-                log.error("disconnect check failed", exc_info=failure)
-                raise internal_error() from failure
-            log.info("client disconnected: run cancelled")
-            raise client_disconnected()
-        if self._interrupted in done:
-            raise self._interrupted.result()
-        raise deadline_exceeded()
+            while True:
+                if await self._is_disconnected():
+                    log.info("client disconnected: run cancelled")
+                    self._stop(client_disconnected())
+                    return
+                await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+        except Exception as failure:
+            log.error("disconnect check failed", exc_info=failure)
+            self._stop(internal_error())
+
+    def _stop_watching(self) -> None:
+        self._deadline.cancel()
+        self._client_check.cancel()
+        if self._client_watch is not None:
+            self._client_watch.cancel()
+        if self._interruption is not None:
+            self._interruption.remove_done_callback(self._interrupted)
 
     def _ended(self, _: "asyncio.Task[None]") -> None:
         # Nothing is left to watch for: stopped here too, since a turn whose stream the web
         # framework abandons is closed by the garbage collector, which would otherwise find
-        # these tasks pending.
-        self._client_gone.cancel()
-        self._interrupted.cancel()
+        # the client's watch pending.
+        self._stop_watching()
         self._on_end()
+        self._wake_reader()
 
     def close(self) -> None:
-        """Stop watching the client and the conversation and, if the run has not ended,
-        cancel it."""
-        self._client_gone.cancel()
-        self._interrupted.cancel()
+        """Stop watching the client, the clock and the conversation and, if the run has not
+        ended, cancel it."""
+        self._stop_watching()
         if not self._run.done():
             self._run.cancel()  # the engine stops the turn, its model call included
             self._run.add_done_callback(_retrieve_outcome)
@@ -590,15 +628,6 @@ def _run_failure(run: "asyncio.Task[None]", engine: Engine) -> Exception:
         log.warning("model call failed", exc_info=error)
         return upstream_error(cause)
     return error
-
-
-async def _wait_for_disconnect(is_disconnected: DisconnectCheck) -> None:
-    # Polling: Starlette offers no event for a client that has gone away. Sleeping first
-    # spares most turns any check: each costs a receive() with a cancel scope.
-    while True:
-        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
-        if await is_disconnected():
-            return
 
 
 def _retrieve_outcome(run: "asyncio.Task[None]") -> None:
