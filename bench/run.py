@@ -33,7 +33,7 @@ SERVERS = {
     "c": "naive shared agent",
     "d": "bare request-scoped team",
     "ad": "bare request-scoped agent, AutoGen",
-    "afd": "bare request-scoped agent (the team scenario: team), Agent Framework",
+    "afd": "bare request-scoped agent, or team, Agent Framework",
     "e": "rendered service, /v1/chat/completions",
     "afe": "rendered service, engine=agent_framework, /v1/chat/completions",
 }
@@ -181,7 +181,12 @@ class Bench:
             command = [str(script), "serve", "--port", str(port)]
             cwd = self.service
         else:
-            env = {**_environment(), "BENCH_UPSTREAM_URL": self.upstream_url}
+            env = {
+                **_environment(),
+                "BENCH_UPSTREAM_URL": self.upstream_url,
+                # As the service sets it: each floor is its engine at its cheapest.
+                "AUTOGEN_DISABLE_RUNTIME_TRACING": "true",
+            }
             app = {
                 "b": "passthrough:team_app" if self.team else "passthrough:app",
                 "c": "naive:app",
